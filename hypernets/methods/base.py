@@ -1,0 +1,85 @@
+"""The interface every method implements, hypernetworks and baselines alike."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from hypernets.likelihoods import Likelihood
+from hypernets.targets import Params, TargetNet
+
+
+class Method(nn.Module, ABC):
+    """A distribution over the weights of ``target`` (a point mass for MAP).
+
+    Subclasses implement :meth:`sample_params` (S weight sets with a leading sample
+    dimension) and :meth:`training_loss`. Prediction is shared: sample once, run all S nets in
+    one batched call of the target.
+
+    Class attributes give the papers' optimiser defaults; :meth:`configure_optimizer`
+    builds it (override for per-module learning rates).
+    """
+
+    default_lr: float = 1e-3
+    default_train_samples: int = 1
+
+    def __init__(self, target: TargetNet, likelihood: Likelihood, train_samples: int | None = None):
+        super().__init__()
+        self.target = target
+        self.likelihood = likelihood
+        self.train_samples = self.default_train_samples if train_samples is None else train_samples
+        if self.train_samples < 1:
+            raise ValueError(f"train_samples must be >= 1, got {self.train_samples}")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abstractmethod
+    def sample_params(self, n_samples: int) -> Params:
+        """S weight sets for the target, each tensor of shape [S, *spec_shape]."""
+
+    @abstractmethod
+    def training_loss(self, x: Tensor, y: Tensor, *, n_train: int,
+                      epoch: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss for one mini-batch (per data point: data term + regulariser / n_train).
+
+        ``epoch`` is the fractional epoch, for annealing schedules. Returns the loss and
+        detached scalars to log.
+        """
+
+    def expected_nll(self, params: Params, x: Tensor, y: Tensor, **forward_kwargs) -> Tensor:
+        """Mean over the S nets and the batch of the negative log-likelihood."""
+        return self.likelihood.nll(self.target(params, x, **forward_kwargs), y).mean()
+
+    def predict(self, x: Tensor, n_samples: int, params: Params | None = None) -> Tensor:
+        """Probabilities [S, B, C] (classification) or outputs [S, B, 1] (regression)."""
+        if params is None:
+            params = self.sample_params(n_samples)
+        return self.likelihood.predictive(self.target(params, x))
+
+    def configure_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.default_lr if lr is None else lr)
+
+
+class StackedParams(nn.Module):
+    """Learnable weight sets in spec order with a leading dimension (1 for MAP, M members).
+
+    ``nn.ParameterDict`` keys may not contain dots, so the tensors live in a list and
+    :meth:`as_dict` restores the target's names.
+    """
+
+    def __init__(self, target: TargetNet, n_sets: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.names = list(target.param_shapes)
+        init = target.init(n_sets, generator)
+        self.tensors = nn.ParameterList([nn.Parameter(init[n]) for n in self.names])
+
+    def as_dict(self) -> Params:
+        return dict(zip(self.names, self.tensors))
+
+    def squared_norm(self) -> Tensor:
+        """Sum of squares per set: [n_sets]."""
+        return sum(t.pow(2).flatten(1).sum(1) for t in self.tensors)

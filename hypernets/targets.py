@@ -1,0 +1,510 @@
+"""Functional target networks: a parameter spec plus pure forward functions.
+
+A :class:`TargetNet` is an ordered list of layers. Its parameters are a plain ``dict`` of
+tensors (names such as ``"fc1.weight"``); nothing is stored in the network itself, so any
+method — a hypernetwork, a variational posterior, an ensemble — can supply them.
+
+Every parameter tensor carries a leading sample dimension ``S``. :meth:`TargetNet.__call__`
+runs all ``S`` networks in one batched call: linear layers as ``baddbmm`` and convolutions as
+one grouped convolution over the ``S`` weight sets (faster than ``torch.func.vmap``, whose
+batching rule for convolutions adds transposes). :meth:`TargetNet.forward_single` is the
+plain one-network forward used as the reference in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Params = dict[str, Tensor]
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "elu": F.elu,
+    "leaky_relu": F.leaky_relu,
+    "tanh": torch.tanh,
+}
+
+
+def _activation(name: str) -> Callable[[Tensor], Tensor]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _fold(x: Tensor) -> Tensor:
+    """[S, B, ...] -> [S * B, ...] for parameter-free ops."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _unfold(x: Tensor, n_samples: int) -> Tensor:
+    return x.reshape(n_samples, x.shape[0] // n_samples, *x.shape[1:])
+
+
+def _uniform_fan_in(shape: tuple[int, ...], fan_in: int, n_samples: int, generator) -> Tensor:
+    """PyTorch's default Linear/Conv initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return (torch.rand((n_samples, *shape), generator=generator) * 2 - 1) * bound
+
+
+class Layer:
+    """One layer: its parameter shapes and a single-net and an S-batched forward.
+
+    ``forward_batched`` receives parameters with a leading ``S`` and ``x`` of shape
+    ``[S, B, ...]``; ``forward_single`` the same without ``S``.
+    """
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def init(self, n_samples: int, generator) -> Params:
+        return {}
+
+    def forward_single(self, p: Params, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_batched(self, p: Params, x: Tensor) -> Tensor:
+        return _unfold(self.forward_single(p, _fold(x)), x.shape[0])
+
+
+@dataclass(frozen=True)
+class Linear(Layer):
+    in_features: int
+    out_features: int
+    bias: bool = True
+
+    def param_shapes(self):
+        shapes = {"weight": (self.out_features, self.in_features)}
+        if self.bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
+
+    def init(self, n_samples, generator):
+        return {k: _uniform_fan_in(s, self.in_features, n_samples, generator)
+                for k, s in self.param_shapes().items()}
+
+    def forward_single(self, p, x):
+        return F.linear(x, p["weight"], p.get("bias"))
+
+    def forward_batched(self, p, x):
+        weight_t = p["weight"].transpose(1, 2)
+        if "bias" in p:
+            return torch.baddbmm(p["bias"].unsqueeze(1), x, weight_t)
+        return torch.bmm(x, weight_t)
+
+
+@dataclass(frozen=True)
+class Conv2d(Layer):
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    bias: bool = True
+
+    def param_shapes(self):
+        k = self.kernel_size
+        shapes = {"weight": (self.out_channels, self.in_channels, k, k)}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def init(self, n_samples, generator):
+        fan_in = self.in_channels * self.kernel_size**2
+        return {k: _uniform_fan_in(s, fan_in, n_samples, generator)
+                for k, s in self.param_shapes().items()}
+
+    def forward_single(self, p, x):
+        return F.conv2d(x, p["weight"], p.get("bias"), stride=self.stride, padding=self.padding)
+
+    def forward_batched(self, p, x):
+        # The S nets become the groups of one convolution: [S, B, C, H, W] -> [B, S*C, H, W].
+        n_samples, batch = x.shape[:2]
+        grouped = x.transpose(0, 1).reshape(batch, n_samples * self.in_channels, *x.shape[3:])
+        weight = p["weight"].reshape(n_samples * self.out_channels, *p["weight"].shape[2:])
+        bias = p["bias"].reshape(-1) if "bias" in p else None
+        out = F.conv2d(grouped, weight, bias, stride=self.stride, padding=self.padding,
+                       groups=n_samples)
+        return out.reshape(batch, n_samples, self.out_channels, *out.shape[2:]).transpose(0, 1)
+
+
+@dataclass(frozen=True)
+class GroupNorm(Layer):
+    """Per-example normalisation: no running statistics, so sampled weights need none."""
+
+    num_groups: int
+    num_channels: int
+
+    def param_shapes(self):
+        return {"weight": (self.num_channels,), "bias": (self.num_channels,)}
+
+    def init(self, n_samples, generator):
+        return {"weight": torch.ones(n_samples, self.num_channels),
+                "bias": torch.zeros(n_samples, self.num_channels)}
+
+    def forward_single(self, p, x):
+        return F.group_norm(x, self.num_groups, p["weight"], p["bias"])
+
+    def forward_batched(self, p, x):
+        n_samples = x.shape[0]
+        normed = _unfold(F.group_norm(_fold(x), self.num_groups), n_samples)
+        shape = (n_samples, 1, self.num_channels) + (1,) * (x.dim() - 3)
+        return normed * p["weight"].reshape(shape) + p["bias"].reshape(shape)
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    name: str
+
+    def __post_init__(self):
+        _activation(self.name)
+
+    def forward_single(self, p, x):
+        return ACTIVATIONS[self.name](x)
+
+    forward_batched = forward_single  # element-wise: the sample dimension needs no folding
+
+
+@dataclass(frozen=True)
+class MaxPool2d(Layer):
+    kernel_size: int
+
+    def forward_single(self, p, x):
+        return F.max_pool2d(x, self.kernel_size)
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    def forward_single(self, p, x):
+        return x.flatten(1)
+
+    def forward_batched(self, p, x):
+        return x.flatten(2)
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Marks where MC dropout acts: on the input units of the next linear layer."""
+
+    def forward_single(self, p, x):
+        return x
+
+    forward_batched = forward_single
+
+
+@dataclass(frozen=True)
+class ResidualBlock(Layer):
+    """Pre-activation-free basic block: conv-norm-relu-conv-norm, plus shortcut, relu.
+
+    Channel or resolution changes use the parameter-free shortcut of the original CIFAR
+    ResNet (option A: stride-2 subsampling and zero-padded channels), so every parameter is a
+    convolution or a normalisation a hypernetwork can generate.
+    """
+
+    in_channels: int
+    out_channels: int
+    stride: int
+    groups: int
+
+    def sublayers(self) -> dict[str, Layer]:
+        return {
+            "conv1": Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=False),
+            "norm1": GroupNorm(self.groups, self.out_channels),
+            "conv2": Conv2d(self.out_channels, self.out_channels, 3, 1, 1, bias=False),
+            "norm2": GroupNorm(self.groups, self.out_channels),
+        }
+
+    def param_shapes(self):
+        return {f"{name}.{k}": s for name, layer in self.sublayers().items()
+                for k, s in layer.param_shapes().items()}
+
+    def init(self, n_samples, generator):
+        return {f"{name}.{k}": v for name, layer in self.sublayers().items()
+                for k, v in layer.init(n_samples, generator).items()}
+
+    def _run(self, p, x, batched: bool):
+        layers = self.sublayers()
+
+        def apply(name, h):
+            local = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith(name + ".")}
+            layer = layers[name]
+            return layer.forward_batched(local, h) if batched else layer.forward_single(local, h)
+
+        h = F.relu(apply("norm1", apply("conv1", x)))
+        h = apply("norm2", apply("conv2", h))
+        shortcut = x
+        if self.stride != 1:
+            shortcut = shortcut[..., :: self.stride, :: self.stride]
+        if self.out_channels != self.in_channels:
+            pad = self.out_channels - self.in_channels
+            # F.pad counts dimensions from the last: (W, W, H, H, C, C).
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, pad))
+        return F.relu(h + shortcut)
+
+    def forward_single(self, p, x):
+        return self._run(p, x, batched=False)
+
+    def forward_batched(self, p, x):
+        return self._run(p, x, batched=True)
+
+
+class TargetNet:
+    """A target network: ordered named layers, their parameter spec, pure forwards.
+
+    Parameters are ``dict[str, Tensor]`` with a leading sample dimension ``S`` (shape
+    ``[S, *spec_shape]``). Call the network with such a dict and inputs ``[B, *input_shape]``
+    (shared by all nets) or ``[S, B, *input_shape]`` (one batch per net); it returns
+    ``[S, B, n_outputs]``.
+    """
+
+    def __init__(self, name: str, layers: list[tuple[str, Layer]],
+                 input_shape: tuple[int, ...], n_outputs: int):
+        names = [n for n, _ in layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique, got {names}")
+        self.name = name
+        self.layers = list(layers)
+        self.input_shape = tuple(input_shape)
+        self.n_outputs = n_outputs
+        self.param_shapes: dict[str, tuple[int, ...]] = {
+            f"{layer_name}.{k}": shape
+            for layer_name, layer in self.layers
+            for k, shape in layer.param_shapes().items()
+        }
+
+    def __repr__(self):
+        return (f"TargetNet({self.name!r}, {len(self.param_shapes)} tensors, "
+                f"{self.num_params:,} parameters)")
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes.values())
+
+    def layer_groups(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """Parameters grouped by the layer that owns them (one generator per group)."""
+        groups: dict[str, dict[str, tuple[int, ...]]] = {}
+        for layer_name, layer in self.layers:
+            shapes = layer.param_shapes()
+            if shapes:
+                groups[layer_name] = {f"{layer_name}.{k}": s for k, s in shapes.items()}
+        return groups
+
+    def dropout_weights(self) -> list[str]:
+        """Weights of the linear layers whose inputs MC dropout masks (after a Dropout marker)."""
+        names, after_dropout = [], False
+        for layer_name, layer in self.layers:
+            if isinstance(layer, Dropout):
+                after_dropout = True
+            elif isinstance(layer, Linear) and after_dropout:
+                names.append(f"{layer_name}.weight")
+                after_dropout = False
+        return names
+
+    # -- spec helpers -------------------------------------------------------------------
+    def check_params(self, params: Mapping[str, Tensor]) -> int:
+        """Validate names and shapes; return the number of samples S."""
+        missing = [n for n in self.param_shapes if n not in params]
+        extra = [n for n in params if n not in self.param_shapes]
+        if missing or extra:
+            raise ValueError(f"{self.name}: parameters missing {missing}, unexpected {extra}")
+        n_samples = None
+        for name, shape in self.param_shapes.items():
+            got = tuple(params[name].shape)
+            if got[1:] != shape:
+                raise ValueError(f"{self.name}: parameter {name!r} has shape {got}, expected "
+                                 f"[S, {', '.join(map(str, shape))}] = (S, *{shape})")
+            if n_samples is None:
+                n_samples = got[0]
+            elif got[0] != n_samples:
+                raise ValueError(f"{self.name}: parameter {name!r} has {got[0]} samples, "
+                                 f"the others have {n_samples}")
+        return n_samples
+
+    def init(self, n_samples: int = 1, generator: torch.Generator | None = None) -> Params:
+        """Independent draws of PyTorch's default initialisation, one per sample."""
+        params = {}
+        for layer_name, layer in self.layers:
+            for k, v in layer.init(n_samples, generator).items():
+                params[f"{layer_name}.{k}"] = v
+        return params
+
+    def flatten(self, params: Mapping[str, Tensor]) -> Tensor:
+        """[S, P] in spec order."""
+        n_samples = self.check_params(params)
+        return torch.cat([params[n].reshape(n_samples, -1) for n in self.param_shapes], dim=1)
+
+    def unflatten(self, flat: Tensor) -> Params:
+        """Inverse of :meth:`flatten`: views into ``flat`` of shape [S, P]."""
+        if flat.dim() != 2 or flat.shape[1] != self.num_params:
+            raise ValueError(f"{self.name}: flat parameters must have shape [S, {self.num_params}],"
+                             f" got {tuple(flat.shape)}")
+        sizes = [math.prod(s) for s in self.param_shapes.values()]
+        chunks = flat.split(sizes, dim=1)
+        return {n: c.reshape(flat.shape[0], *s)
+                for (n, s), c in zip(self.param_shapes.items(), chunks)}
+
+    # -- forwards -----------------------------------------------------------------------
+    def _check_input(self, x: Tensor, batched_dims: int):
+        if tuple(x.shape[batched_dims:]) != self.input_shape:
+            raise ValueError(f"{self.name}: input x has shape {tuple(x.shape)}, expected "
+                             f"[{'S, ' if batched_dims == 2 else ''}B, *{self.input_shape}]")
+
+    def forward_single(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """One network (parameters without S) on x [B, *input_shape] -> [B, n_outputs]."""
+        self._check_input(x, 1)
+        h = x
+        for layer_name, layer in self.layers:
+            local = {k: params[f"{layer_name}.{k}"] for k in layer.param_shapes()}
+            h = layer.forward_single(local, h)
+        return h
+
+    def __call__(self, params: Mapping[str, Tensor], x: Tensor, *, dropout: float = 0.0) -> Tensor:
+        """All S networks at once -> [S, B, n_outputs].
+
+        ``dropout`` > 0 applies (training-mode) dropout at each :class:`Dropout` marker,
+        independently per sample and input: the stochastic forward of MC dropout.
+        """
+        n_samples = self.check_params(params)
+        if x.dim() == len(self.input_shape) + 1:
+            self._check_input(x, 1)
+            h = x.unsqueeze(0).expand(n_samples, *x.shape)
+        else:
+            self._check_input(x, 2)
+            if x.shape[0] != n_samples:
+                raise ValueError(f"{self.name}: per-sample inputs have {x.shape[0]} samples, "
+                                 f"the parameters {n_samples}")
+            h = x
+        for layer_name, layer in self.layers:
+            if isinstance(layer, Dropout) and dropout > 0:
+                h = F.dropout(h, dropout, training=True)
+                continue
+            local = {k: params[f"{layer_name}.{k}"] for k in layer.param_shapes()}
+            h = layer.forward_batched(local, h)
+        return h
+
+
+# -- the papers' architectures --------------------------------------------------------------
+
+def mlp(sizes: list[int], activation: str = "relu", bias: bool = True,
+        dropout: bool = False, name: str | None = None) -> TargetNet:
+    """Fully connected net ``sizes[0] -> ... -> sizes[-1]``; ``dropout`` marks hidden inputs."""
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise ValueError(f"sizes must list at least two positive widths, got {sizes}")
+    layers: list[tuple[str, Layer]] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        if i > 1:
+            layers.append((f"act{i - 1}", Activation(activation)))
+            if dropout:
+                layers.append((f"drop{i - 1}", Dropout()))
+        layers.append((f"fc{i}", Linear(n_in, n_out, bias)))
+    return TargetNet(name or f"mlp{'-'.join(map(str, sizes))}", layers,
+                     (sizes[0],), sizes[-1])
+
+
+def toy_mlp_bbh() -> TargetNet:
+    """Bayes by Hypernet's toy net: 1-100-1, ReLU."""
+    return mlp([1, 100, 1], "relu", dropout=True, name="toy_bbh")
+
+
+def toy_mlp_mi() -> TargetNet:
+    """HyperGAN-MI's toy net: 1-100-100-1, ReLU."""
+    return mlp([1, 100, 100, 1], "relu", dropout=True, name="toy_mi")
+
+
+def toy_mlp_hypergan() -> TargetNet:
+    """HyperGAN's toy net: 1-200-1, ELU, no biases."""
+    return mlp([1, 200, 1], "elu", bias=False, dropout=True, name="toy_hypergan")
+
+
+def mnist_mlp() -> TargetNet:
+    """Bayesian Hypernetworks' anomaly-detection MLP: 784-256-256-256-10, ReLU."""
+    net = mlp([784, 256, 256, 256, 10], "relu", dropout=True, name="mnist_mlp")
+    return TargetNet(net.name, [("flatten", Flatten())] + net.layers, (1, 28, 28), 10)
+
+
+def mnist_small_conv() -> TargetNet:
+    """HyperGAN's MNIST net: conv5x5 1->32, pool, conv5x5 32->32, pool, linear 512->10."""
+    return TargetNet("mnist_small_conv", [
+        ("conv1", Conv2d(1, 32, 5)), ("act1", Activation("leaky_relu")), ("pool1", MaxPool2d(2)),
+        ("conv2", Conv2d(32, 32, 5)), ("act2", Activation("leaky_relu")), ("pool2", MaxPool2d(2)),
+        ("flatten", Flatten()), ("drop", Dropout()), ("fc", Linear(512, 10)),
+    ], (1, 28, 28), 10)
+
+
+def lenet() -> TargetNet:
+    """Bayes by Hypernet's MNIST LeNet: conv5x5 1->20, pool, conv5x5 20->50, pool, 800-500-10."""
+    return TargetNet("lenet", [
+        ("conv1", Conv2d(1, 20, 5)), ("act1", Activation("relu")), ("pool1", MaxPool2d(2)),
+        ("conv2", Conv2d(20, 50, 5)), ("act2", Activation("relu")), ("pool2", MaxPool2d(2)),
+        ("flatten", Flatten()), ("drop1", Dropout()), ("fc1", Linear(800, 500)),
+        ("act3", Activation("relu")), ("drop2", Dropout()), ("fc2", Linear(500, 10)),
+    ], (1, 28, 28), 10)
+
+
+def cifar_small_conv() -> TargetNet:
+    """HyperGAN's CIFAR net: conv3x3 3->16->32->32, each + max-pool, linear 128->64->10."""
+    return TargetNet("cifar_small_conv", [
+        ("conv1", Conv2d(3, 16, 3)), ("act1", Activation("leaky_relu")), ("pool1", MaxPool2d(2)),
+        ("conv2", Conv2d(16, 32, 3)), ("act2", Activation("leaky_relu")), ("pool2", MaxPool2d(2)),
+        ("conv3", Conv2d(32, 32, 3)), ("act3", Activation("leaky_relu")), ("pool3", MaxPool2d(2)),
+        ("flatten", Flatten()), ("drop1", Dropout()), ("fc1", Linear(128, 64)),
+        ("act4", Activation("leaky_relu")), ("drop2", Dropout()), ("fc2", Linear(64, 10)),
+    ], (3, 32, 32), 10)
+
+
+@dataclass(frozen=True)
+class GlobalAveragePool(Layer):
+    def forward_single(self, p, x):
+        return x.mean(dim=(-2, -1))
+
+    forward_batched = forward_single
+
+
+def cifar_resnet(filters: tuple[int, int, int, int] = (16, 16, 32, 64), units_per_stage: int = 5,
+                 n_outputs: int = 5, input_size: int = 24, groups: int = 8) -> TargetNet:
+    """Bayes by Hypernet's CIFAR-5 ResNet: a 16-filter stem, three stages of basic blocks.
+
+    Normalisation is GroupNorm (per example, affine parameters part of the spec) instead of
+    BatchNorm: running statistics are undefined for a distribution over weights, and batch
+    statistics at test time would let a batch of outliers normalise itself away.
+    """
+    stem, *stages = filters
+    layers: list[tuple[str, Layer]] = [
+        ("stem", Conv2d(3, stem, 3, padding=1, bias=False)),
+        ("stem_norm", GroupNorm(min(groups, stem), stem)),
+        ("stem_act", Activation("relu")),
+    ]
+    channels = stem
+    for stage, width in enumerate(stages, start=1):
+        for unit in range(units_per_stage):
+            stride = 2 if (unit == 0 and stage > 1) else 1
+            layers.append((f"stage{stage}.unit{unit}",
+                           ResidualBlock(channels, width, stride, min(groups, width))))
+            channels = width
+    layers += [("pool", GlobalAveragePool()), ("drop", Dropout()),
+               ("fc", Linear(channels, n_outputs))]
+    return TargetNet("cifar_resnet", layers, (3, input_size, input_size), n_outputs)
+
+
+ARCHITECTURES: dict[str, Callable[[], TargetNet]] = {
+    "toy_bbh": toy_mlp_bbh,
+    "toy_mi": toy_mlp_mi,
+    "toy_hypergan": toy_mlp_hypergan,
+    "mnist_mlp": mnist_mlp,
+    "mnist_small_conv": mnist_small_conv,
+    "lenet": lenet,
+    "cifar_small_conv": cifar_small_conv,
+    "cifar_resnet": cifar_resnet,
+}
+
+
+def get_target(name: str) -> TargetNet:
+    """Build one of the papers' target networks by name (see ``ARCHITECTURES``)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"target must be one of {sorted(ARCHITECTURES)}, got {name!r}")
+    return ARCHITECTURES[name]()

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from hypernets import targets
+from hypernets.targets import ARCHITECTURES, get_target
+
+
+def _inputs(net, batch, generator):
+    return torch.randn((batch, *net.input_shape), generator=generator)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_batched_call_equals_per_sample_loop(name, n_samples):
+    gen = torch.Generator().manual_seed(0)
+    net = get_target(name)
+    params = net.init(n_samples, gen)
+    # GroupNorm affine parameters start at 1/0; perturb them so the test sees their use.
+    params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in params.items()}
+    x = _inputs(net, 4, gen)
+    batched = net(params, x)
+    assert batched.shape == (n_samples, 4, net.n_outputs)
+    looped = torch.stack([net.forward_single({k: v[s] for k, v in params.items()}, x)
+                          for s in range(n_samples)])
+    torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-5)
+
+
+def test_per_sample_inputs_match_shared_inputs():
+    gen = torch.Generator().manual_seed(1)
+    net = get_target("mnist_small_conv")
+    params = net.init(3, gen)
+    x = _inputs(net, 5, gen)
+    x_per_sample = torch.stack([x, x.flip(0), 2 * x])
+    out = net(params, x_per_sample)
+    for s, xs in enumerate(x_per_sample):
+        torch.testing.assert_close(out[s], net.forward_single({k: v[s] for k, v in params.items()}, xs),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_wrong_parameter_shape_names_parameter_and_both_shapes():
+    net = get_target("lenet")
+    params = net.init(2)
+    params["fc1.weight"] = torch.zeros(2, 500, 799)
+    with pytest.raises(ValueError, match=r"'fc1.weight' has shape \(2, 500, 799\).*\(500, 800\)"):
+        net(params, torch.zeros(1, 1, 28, 28))
+
+
+def test_missing_and_mismatched_sample_counts_are_errors():
+    net = get_target("toy_bbh")
+    params = net.init(2)
+    with pytest.raises(ValueError, match="missing"):
+        net({k: v for k, v in params.items() if k != "fc2.bias"}, torch.zeros(3, 1))
+    params["fc2.bias"] = torch.zeros(3, 1)
+    with pytest.raises(ValueError, match="3 samples"):
+        net(params, torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="input x has shape"):
+        net(net.init(2), torch.zeros(3, 2))
+
+
+def test_flatten_unflatten_round_trip_and_spec():
+    net = get_target("cifar_small_conv")
+    params = net.init(2)
+    flat = net.flatten(params)
+    assert flat.shape == (2, net.num_params)
+    back = net.unflatten(flat)
+    for name in net.param_shapes:
+        assert torch.equal(back[name], params[name])
+    with pytest.raises(ValueError, match="flat parameters must have shape"):
+        net.unflatten(flat[:, 1:])
+
+
+def test_architectures_have_the_papers_sizes():
+    assert get_target("mnist_small_conv").param_shapes["fc.weight"] == (10, 512)
+    assert get_target("lenet").param_shapes["fc1.weight"] == (500, 800)
+    assert get_target("cifar_small_conv").param_shapes["fc1.weight"] == (64, 128)
+    toy = get_target("toy_hypergan")
+    assert list(toy.param_shapes) == ["fc1.weight", "fc2.weight"]  # no biases
+    assert toy.param_shapes["fc1.weight"] == (200, 1)
+    assert get_target("mnist_mlp").num_params == 784 * 256 + 256 + 2 * (256 * 256 + 256) + 2570
+    resnet = get_target("cifar_resnet")
+    convs = [n for n in resnet.param_shapes if n.endswith("conv1.weight") or n.endswith("conv2.weight")]
+    assert len(convs) == 30  # 3 stages x 5 units x 2 convolutions
+    assert resnet.param_shapes["fc.weight"] == (5, 64)
+    assert resnet.input_shape == (3, 24, 24)
+
+
+def test_layer_groups_and_dropout_weights():
+    net = get_target("lenet")
+    assert list(net.layer_groups()) == ["conv1", "conv2", "fc1", "fc2"]
+    assert net.layer_groups()["fc1"] == {"fc1.weight": (500, 800), "fc1.bias": (500,)}
+    assert net.dropout_weights() == ["fc1.weight", "fc2.weight"]
+    assert get_target("mnist_mlp").dropout_weights() == ["fc2.weight", "fc3.weight", "fc4.weight"]
+
+
+def test_dropout_is_random_per_sample_and_off_by_default():
+    net = get_target("mnist_mlp")
+    params = net.init(1)
+    params = {k: v.expand(2, *v.shape[1:]) for k, v in params.items()}
+    x = torch.randn(3, 1, 28, 28)
+    plain = net(params, x)
+    torch.testing.assert_close(plain[0], plain[1])
+    dropped = net(params, x, dropout=0.5)
+    assert not torch.allclose(dropped[0], dropped[1])
+
+
+def test_unknown_architecture_and_activation():
+    with pytest.raises(ValueError, match="target must be one of"):
+        get_target("vgg")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        targets.mlp([1, 2, 1], activation="swish")
