@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from hypernets.methods.base import Method
 

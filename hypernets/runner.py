@@ -1,0 +1,351 @@
+"""Execute the book's notebooks with papermill at a chosen profile.
+
+``hypernets-run [--profile smoke|full] [--device D] [--seed N] [-p NAME VALUE ...]
+[--output-dir DIR] NOTEBOOK... | --all``
+
+``smoke`` runs are written to ``tests/notebooks/`` (the regression baseline that CI re-executes
+with nbval), ``full`` runs to ``book/`` (what the book shows) with their results in
+``book/results/<name>.json``. Every parameter is checked against the notebook's parameters cell
+and its profile before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import nbformat
+import yaml
+
+from hypernets.book import PROJECT_ROOT, RESULTS_ENV, check_device, git_commit, load_profiles, resolve_parameters
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+BOOK_DIR = PROJECT_ROOT / "book"
+REFERENCE_DIR = PROJECT_ROOT / "tests" / "notebooks"
+KERNEL_NAME = "python3"
+RUN_INFO_TAG = "run-info"
+
+
+class RunnerError(Exception):
+    """A bad command line: reported as one line, before any notebook runs."""
+
+
+def source_sha256(notebook: nbformat.NotebookNode | str | Path) -> str:
+    """SHA-256 of a notebook's cells (type, source, tags): not outputs, ids or other metadata.
+
+    Saving, executing or re-keying cells does not change it; editing code, text or tags does.
+    """
+    if not isinstance(notebook, nbformat.NotebookNode):
+        notebook = nbformat.read(str(notebook), as_version=4)
+    cells = [
+        {"cell_type": cell.cell_type, "source": cell.source, "tags": list(cell.metadata.get("tags", []))}
+        for cell in notebook.cells
+    ]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value as papermill reads it: ``True``/``False``/``None``, int, float, else a string.
+
+    YAML scalars and lists are accepted too (``true``, ``[1, 2]``).
+    """
+    if text == "None":
+        return None
+    value = yaml.safe_load(text) if text.strip() else text
+    if isinstance(value, str):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if value is None or isinstance(value, dict):
+        # YAML's null spellings and mappings are not parameters: keep the text as given.
+        return text
+    return value
+
+
+def notebook_sources() -> list[Path]:
+    """Every notebook of the book, ``notebooks/*.ipynb``, sorted by name."""
+    return sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+
+
+def find_notebook(argument: str) -> Path:
+    """A notebook given as a path or as a name in ``notebooks/`` (with or without ``.ipynb``)."""
+    path = Path(argument)
+    if path.is_file():
+        if path.suffix != ".ipynb":
+            raise RunnerError(f"{argument} is not a notebook (.ipynb)")
+        return path.resolve()
+    name = path.name[: -len(".ipynb")] if path.name.endswith(".ipynb") else path.name
+    candidate = NOTEBOOKS_DIR / f"{name}.ipynb"
+    if candidate.is_file():
+        return candidate
+    available = ", ".join(source.stem for source in notebook_sources()) or "none"
+    raise RunnerError(f"no notebook {argument!r}; notebooks in {NOTEBOOKS_DIR}: {available}")
+
+
+def declared_parameters(source: Path) -> list[str]:
+    """Names declared in the notebook's ``parameters`` cell (via papermill's inspection)."""
+    import papermill
+
+    declared = list(papermill.inspect_notebook(str(source)))
+    if not declared:
+        raise RunnerError(f"{source} has no cell tagged 'parameters'")
+    return declared
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One checked notebook run: where from, where to, with which parameters."""
+
+    source: Path
+    profile: str
+    overrides: dict[str, Any]
+    resolved: dict[str, Any]
+    output: Path
+    results: Path | None
+    command: str
+
+    @property
+    def name(self) -> str:
+        return self.source.stem
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def rerun_command(source: Path, profile: str, raw_overrides: dict[str, str], output_dir: Path | None) -> str:
+    """The command line that repeats a run, as shown in the executed notebook."""
+    try:
+        shown_source = str(source.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        shown_source = str(source)
+    parts = ["hypernets-run", "--profile", profile]
+    for name, text in raw_overrides.items():
+        if name in ("device", "seed"):
+            parts += [f"--{name}", text]
+        else:
+            parts += ["-p", name, text]
+    if output_dir is not None:
+        parts += ["--output-dir", str(output_dir)]
+    parts.append(shown_source)
+    return shlex.join(parts)
+
+
+def plan_run(source: Path, profile: str, raw_overrides: dict[str, str], output_dir: Path | None) -> RunPlan:
+    """Check a run completely (names, profile, types, device) without executing anything."""
+    declared = declared_parameters(source)
+    for required in ("profile", "device", "seed"):
+        if required not in declared:
+            raise RunnerError(f"{source.name}: the parameters cell does not declare {required!r}")
+    unknown = [name for name in raw_overrides if name not in declared]
+    if unknown:
+        raise RunnerError(
+            f"{source.name} has no parameter(s) {', '.join(unknown)}; "
+            f"its parameters: {', '.join(name for name in declared if name != 'profile')}"
+        )
+    name = source.stem
+    try:
+        profiles = load_profiles(name)
+    except ValueError as error:
+        raise RunnerError(str(error)) from error
+    profile_names = set(next(iter(profiles.values())))
+    cell_names = set(declared) - {"profile"}
+    if cell_names != profile_names:
+        raise RunnerError(
+            f"{source.name}: the parameters cell and hypernets/profiles/{name}.yaml disagree on "
+            f"{', '.join(sorted(cell_names ^ profile_names))}"
+        )
+    overrides = {key: parse_value(text) for key, text in raw_overrides.items()}
+    given = {key: overrides.get(key) for key in profile_names}
+    try:
+        resolved = resolve_parameters(name, profile, **given)
+        check_device(resolved["device"])
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise RunnerError(f"{source.name}: {error}") from error
+    default_dir = REFERENCE_DIR if profile == "smoke" else BOOK_DIR
+    target_dir = (output_dir or default_dir).resolve()
+    results = None if profile == "smoke" else target_dir / "results" / f"{name}.json"
+    return RunPlan(
+        source=source,
+        profile=profile,
+        overrides=overrides,
+        resolved=resolved,
+        output=target_dir / f"{name}.ipynb",
+        results=results,
+        command=rerun_command(source, profile, raw_overrides, output_dir),
+    )
+
+
+@contextlib.contextmanager
+def _results_env(path: Path | None) -> Iterator[None]:
+    """Set (or clear) ``HYPERNETS_RESULTS`` for the kernel that papermill starts."""
+    previous = os.environ.get(RESULTS_ENV)
+    if path is None:
+        os.environ.pop(RESULTS_ENV, None)
+    else:
+        os.environ[RESULTS_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = previous
+
+
+def run_info_markdown(plan: RunPlan, commit: str, wall_time_s: float, executed_at: str) -> str:
+    """The markdown cell placed at the top of an executed notebook."""
+    return "\n".join(
+        [
+            "| profile | device | seed | commit | wall time | executed |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| `{plan.profile}` | `{plan.resolved['device']}` | `{plan.resolved['seed']}` | `{commit}` "
+            f"| {wall_time_s:.1f} s | {executed_at} |",
+            "",
+            f"Rerun with `{plan.command}` (from the repository root).",
+        ]
+    )
+
+
+def _run_info_position(notebook: nbformat.NotebookNode) -> int:
+    """Right below the title when the notebook opens with a title cell (so the page keeps its title), else first."""
+    first = notebook.cells[0] if notebook.cells else None
+    if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# "):
+        return 1
+    return 0
+
+
+def execute(plan: RunPlan) -> Path:
+    """Run one planned notebook; the output replaces the previous copy only if the run succeeds."""
+    import papermill
+
+    source_nb = nbformat.read(str(plan.source), as_version=4)
+    commit = git_commit()
+    parameters = {"profile": plan.profile, **plan.overrides}
+    scratch = Path(tempfile.mkdtemp(prefix=f"hypernets-run-{plan.name}-"))
+    scratch_output = scratch / f"{plan.name}.ipynb"
+    started = time.perf_counter()
+    executed_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    try:
+        with _results_env(plan.results):
+            papermill.execute_notebook(
+                str(plan.source),
+                str(scratch_output),
+                parameters=parameters,
+                kernel_name=KERNEL_NAME,
+                cwd=str(plan.source.parent),
+                progress_bar=False,
+            )
+    except papermill.PapermillExecutionError as error:
+        raise RunnerError(
+            f"{plan.source.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}; "
+            f"the partial notebook is {scratch_output}"
+        ) from error
+    wall_time_s = time.perf_counter() - started
+
+    executed = nbformat.read(str(scratch_output), as_version=4)
+    info = nbformat.v4.new_markdown_cell(run_info_markdown(plan, commit, wall_time_s, executed_at))
+    info.metadata["tags"] = [RUN_INFO_TAG]
+    info.id = RUN_INFO_TAG
+    executed.cells.insert(_run_info_position(executed), info)
+    executed.metadata["hypernets"] = {
+        "source": plan.source.name,
+        "source_sha256": source_sha256(source_nb),
+        "profile": plan.profile,
+        "parameters": plan.resolved,
+        "overrides": plan.overrides,
+        "device": plan.resolved["device"],
+        "seed": plan.resolved["seed"],
+        "commit": commit,
+        "wall_time_s": round(wall_time_s, 1),
+        "executed_at": executed_at,
+        "command": plan.command,
+    }
+    plan.output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(executed, str(plan.output))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return plan.output
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hypernets-run",
+        description=(
+            "Execute notebooks of the book with papermill. smoke runs go to tests/notebooks/ "
+            "(the regression baseline), full runs to book/ (what the book shows)."
+        ),
+    )
+    parser.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="name in notebooks/ or path to a notebook")
+    parser.add_argument("--all", action="store_true", help="run every notebooks/*.ipynb")
+    parser.add_argument("--profile", default="smoke", help="profile to run (smoke or full; default smoke)")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: the profile's)")
+    parser.add_argument("--seed", help="random seed (default: the profile's)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a notebook parameter; VALUE is read like papermill's -p (True, 3, 0.5, text)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where to write executed notebooks (default: tests/notebooks for smoke, book for full)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.all and args.notebooks:
+        parser.error("give notebook names or --all, not both")
+    if not args.all and not args.notebooks:
+        parser.error("name at least one notebook, or pass --all")
+    raw_overrides: dict[str, str] = {}
+    for flag in ("device", "seed"):
+        if getattr(args, flag) is not None:
+            raw_overrides[flag] = getattr(args, flag)
+    for name, text in args.parameter:
+        if name == "profile":
+            parser.error("set the profile with --profile, not -p profile")
+        if name in raw_overrides:
+            parser.error(f"parameter {name!r} is given twice")
+        raw_overrides[name] = text
+    try:
+        sources = notebook_sources() if args.all else [find_notebook(item) for item in args.notebooks]
+        if not sources:
+            raise RunnerError(f"no notebooks in {NOTEBOOKS_DIR}")
+        plans = [plan_run(source, args.profile, raw_overrides, args.output_dir) for source in sources]
+        for plan in plans:
+            print(f"running {_display_path(plan.source)} (profile {plan.profile}) ...", flush=True)
+            started = time.perf_counter()
+            output = execute(plan)
+            print(f"wrote {_display_path(output)} in {time.perf_counter() - started:.1f} s", flush=True)
+    except RunnerError as error:
+        print(f"hypernets-run: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
