@@ -23,6 +23,11 @@ from torch import Tensor
 
 Params = dict[str, Tensor]
 
+# Layouts of the hidden state while S nets run together (see TargetNet.__call__):
+SHARED = "shared"    # [B, ...]: an input common to all nets, not yet copied per net
+GROUPED = "grouped"  # [B, S * C, H, W]: feature maps of the S nets as channel groups
+STACKED = "stacked"  # [S, B, ...]: one slice per net
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "elu": F.elu,
@@ -37,13 +42,23 @@ def _activation(name: str) -> Callable[[Tensor], Tensor]:
     return ACTIVATIONS[name]
 
 
-def _fold(x: Tensor) -> Tensor:
-    """[S, B, ...] -> [S * B, ...] for parameter-free ops."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+def to_stacked(h: Tensor, layout: str, n_samples: int) -> Tensor:
+    """Any layout -> [S, B, ...] (a view where possible)."""
+    if layout == SHARED:
+        return h.unsqueeze(0).expand(n_samples, *h.shape)
+    if layout == GROUPED:
+        batch, channels = h.shape[:2]
+        return h.reshape(batch, n_samples, channels // n_samples, *h.shape[2:]).transpose(0, 1)
+    return h
 
 
-def _unfold(x: Tensor, n_samples: int) -> Tensor:
-    return x.reshape(n_samples, x.shape[0] // n_samples, *x.shape[1:])
+def to_grouped(h: Tensor, layout: str, n_samples: int) -> Tensor:
+    """Feature maps in any layout -> [B, S * C, H, W]."""
+    if layout == SHARED:
+        return h.repeat(1, n_samples, 1, 1)
+    if layout == STACKED:
+        return h.transpose(0, 1).reshape(h.shape[1], n_samples * h.shape[2], *h.shape[3:])
+    return h
 
 
 def _uniform_fan_in(shape: tuple[int, ...], fan_in: int, n_samples: int, generator) -> Tensor:
@@ -53,10 +68,11 @@ def _uniform_fan_in(shape: tuple[int, ...], fan_in: int, n_samples: int, generat
 
 
 class Layer:
-    """One layer: its parameter shapes and a single-net and an S-batched forward.
+    """One layer: its parameter shapes, a single-net forward and an S-nets forward.
 
-    ``forward_batched`` receives parameters with a leading ``S`` and ``x`` of shape
-    ``[S, B, ...]``; ``forward_single`` the same without ``S``.
+    ``forward_layout`` runs S nets on a hidden state in one of the layouts above and returns
+    the new state and its layout; the default suits parameter-free per-example operations.
+    ``forward_batched`` is the same on ``[S, B, ...]`` in and out.
     """
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -68,8 +84,17 @@ class Layer:
     def forward_single(self, p: Params, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def forward_layout(self, p: Params, h: Tensor, layout: str, n_samples: int) -> tuple[Tensor, str]:
+        if layout == SHARED:
+            return self.forward_single(p, h), SHARED
+        h = to_stacked(h, layout, n_samples)
+        folded = h.reshape(n_samples * h.shape[1], *h.shape[2:])
+        out = self.forward_single(p, folded)
+        return out.reshape(n_samples, h.shape[1], *out.shape[1:]), STACKED
+
     def forward_batched(self, p: Params, x: Tensor) -> Tensor:
-        return _unfold(self.forward_single(p, _fold(x)), x.shape[0])
+        n_samples = x.shape[0]
+        return to_stacked(*self.forward_layout(p, x, STACKED, n_samples), n_samples)
 
 
 @dataclass(frozen=True)
@@ -91,11 +116,17 @@ class Linear(Layer):
     def forward_single(self, p, x):
         return F.linear(x, p["weight"], p.get("bias"))
 
-    def forward_batched(self, p, x):
-        weight_t = p["weight"].transpose(1, 2)
+    def forward_layout(self, p, h, layout, n_samples):
+        weight = p["weight"]
+        if layout == SHARED:
+            # One GEMM against the S weight matrices side by side: [B, in] @ [in, S * out].
+            side_by_side = weight.permute(2, 0, 1).reshape(self.in_features, -1)
+            out = (h @ side_by_side).reshape(h.shape[0], n_samples, self.out_features).transpose(0, 1)
+            return (out + p["bias"].unsqueeze(1) if "bias" in p else out), STACKED
+        h = to_stacked(h, layout, n_samples)
         if "bias" in p:
-            return torch.baddbmm(p["bias"].unsqueeze(1), x, weight_t)
-        return torch.bmm(x, weight_t)
+            return torch.baddbmm(p["bias"].unsqueeze(1), h, weight.transpose(1, 2)), STACKED
+        return torch.bmm(h, weight.transpose(1, 2)), STACKED
 
 
 @dataclass(frozen=True)
@@ -122,15 +153,16 @@ class Conv2d(Layer):
     def forward_single(self, p, x):
         return F.conv2d(x, p["weight"], p.get("bias"), stride=self.stride, padding=self.padding)
 
-    def forward_batched(self, p, x):
-        # The S nets become the groups of one convolution: [S, B, C, H, W] -> [B, S*C, H, W].
-        n_samples, batch = x.shape[:2]
-        grouped = x.transpose(0, 1).reshape(batch, n_samples * self.in_channels, *x.shape[3:])
+    def forward_layout(self, p, h, layout, n_samples):
+        # A shared input needs no groups: one convolution with the S * C_out filters side by
+        # side. Otherwise the S nets are the groups of one grouped convolution.
+        groups = 1 if layout == SHARED else n_samples
+        if layout == STACKED:
+            h = to_grouped(h, layout, n_samples)
         weight = p["weight"].reshape(n_samples * self.out_channels, *p["weight"].shape[2:])
         bias = p["bias"].reshape(-1) if "bias" in p else None
-        out = F.conv2d(grouped, weight, bias, stride=self.stride, padding=self.padding,
-                       groups=n_samples)
-        return out.reshape(batch, n_samples, self.out_channels, *out.shape[2:]).transpose(0, 1)
+        return F.conv2d(h, weight, bias, stride=self.stride, padding=self.padding,
+                        groups=groups), GROUPED
 
 
 @dataclass(frozen=True)
@@ -150,11 +182,11 @@ class GroupNorm(Layer):
     def forward_single(self, p, x):
         return F.group_norm(x, self.num_groups, p["weight"], p["bias"])
 
-    def forward_batched(self, p, x):
-        n_samples = x.shape[0]
-        normed = _unfold(F.group_norm(_fold(x), self.num_groups), n_samples)
-        shape = (n_samples, 1, self.num_channels) + (1,) * (x.dim() - 3)
-        return normed * p["weight"].reshape(shape) + p["bias"].reshape(shape)
+    def forward_layout(self, p, h, layout, n_samples):
+        # The S nets' channel groups are contiguous, so S * G groups normalise each net apart.
+        h = to_grouped(h, layout, n_samples)
+        return F.group_norm(h, n_samples * self.num_groups, p["weight"].reshape(-1),
+                            p["bias"].reshape(-1)), GROUPED
 
 
 @dataclass(frozen=True)
@@ -167,7 +199,8 @@ class Activation(Layer):
     def forward_single(self, p, x):
         return ACTIVATIONS[self.name](x)
 
-    forward_batched = forward_single  # element-wise: the sample dimension needs no folding
+    def forward_layout(self, p, h, layout, n_samples):
+        return ACTIVATIONS[self.name](h), layout  # element-wise: any layout
 
 
 @dataclass(frozen=True)
@@ -177,14 +210,33 @@ class MaxPool2d(Layer):
     def forward_single(self, p, x):
         return F.max_pool2d(x, self.kernel_size)
 
+    def forward_layout(self, p, h, layout, n_samples):
+        if layout == STACKED:
+            return super().forward_layout(p, h, layout, n_samples)
+        return F.max_pool2d(h, self.kernel_size), layout  # per channel: any channel grouping
+
 
 @dataclass(frozen=True)
 class Flatten(Layer):
     def forward_single(self, p, x):
         return x.flatten(1)
 
-    def forward_batched(self, p, x):
-        return x.flatten(2)
+    def forward_layout(self, p, h, layout, n_samples):
+        if layout == GROUPED:
+            return h.reshape(h.shape[0], n_samples, -1).transpose(0, 1), STACKED
+        return h.flatten(1 if layout == SHARED else 2), layout
+
+
+@dataclass(frozen=True)
+class GlobalAveragePool(Layer):
+    def forward_single(self, p, x):
+        return x.mean(dim=(-2, -1))
+
+    def forward_layout(self, p, h, layout, n_samples):
+        pooled = h.mean(dim=(-2, -1))
+        if layout == GROUPED:
+            return pooled.reshape(h.shape[0], n_samples, -1).transpose(0, 1), STACKED
+        return pooled, layout
 
 
 @dataclass(frozen=True)
@@ -194,12 +246,13 @@ class Dropout(Layer):
     def forward_single(self, p, x):
         return x
 
-    forward_batched = forward_single
+    def forward_layout(self, p, h, layout, n_samples):
+        return h, layout
 
 
 @dataclass(frozen=True)
 class ResidualBlock(Layer):
-    """Pre-activation-free basic block: conv-norm-relu-conv-norm, plus shortcut, relu.
+    """Basic block: conv-norm-relu-conv-norm, plus shortcut, relu.
 
     Channel or resolution changes use the parameter-free shortcut of the original CIFAR
     ResNet (option A: stride-2 subsampling and zero-padded channels), so every parameter is a
@@ -227,30 +280,39 @@ class ResidualBlock(Layer):
         return {f"{name}.{k}": v for name, layer in self.sublayers().items()
                 for k, v in layer.init(n_samples, generator).items()}
 
-    def _run(self, p, x, batched: bool):
-        layers = self.sublayers()
+    @staticmethod
+    def _local(p, name):
+        return {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith(name + ".")}
 
-        def apply(name, h):
-            local = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith(name + ".")}
-            layer = layers[name]
-            return layer.forward_batched(local, h) if batched else layer.forward_single(local, h)
-
-        h = F.relu(apply("norm1", apply("conv1", x)))
-        h = apply("norm2", apply("conv2", h))
-        shortcut = x
+    def _shortcut(self, x):
         if self.stride != 1:
-            shortcut = shortcut[..., :: self.stride, :: self.stride]
-        if self.out_channels != self.in_channels:
-            pad = self.out_channels - self.in_channels
-            # F.pad counts dimensions from the last: (W, W, H, H, C, C).
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, pad))
-        return F.relu(h + shortcut)
+            x = x[..., :: self.stride, :: self.stride]
+        pad = self.out_channels - self.in_channels
+        # F.pad counts dimensions from the last: (W, W, H, H, C, C).
+        return F.pad(x, (0, 0, 0, 0, 0, pad)) if pad else x
 
     def forward_single(self, p, x):
-        return self._run(p, x, batched=False)
+        layers = self.sublayers()
+        h = x
+        for name in ("conv1", "norm1"):
+            h = layers[name].forward_single(self._local(p, name), h)
+        h = F.relu(h)
+        for name in ("conv2", "norm2"):
+            h = layers[name].forward_single(self._local(p, name), h)
+        return F.relu(h + self._shortcut(x))
 
-    def forward_batched(self, p, x):
-        return self._run(p, x, batched=True)
+    def forward_layout(self, p, h, layout, n_samples):
+        layers = self.sublayers()
+        x = to_grouped(h, layout, n_samples)
+        h = x
+        for name in ("conv1", "norm1"):
+            h, _ = layers[name].forward_layout(self._local(p, name), h, GROUPED, n_samples)
+        h = F.relu(h)
+        for name in ("conv2", "norm2"):
+            h, _ = layers[name].forward_layout(self._local(p, name), h, GROUPED, n_samples)
+        per_net = x.reshape(x.shape[0], n_samples, self.in_channels, *x.shape[2:])
+        shortcut = self._shortcut(per_net).reshape(h.shape)
+        return F.relu(h + shortcut), GROUPED
 
 
 class TargetNet:
@@ -366,26 +428,32 @@ class TargetNet:
     def __call__(self, params: Mapping[str, Tensor], x: Tensor, *, dropout: float = 0.0) -> Tensor:
         """All S networks at once -> [S, B, n_outputs].
 
+        A shared input stays uncopied until the first layer with parameters, which runs all S
+        nets as one wide convolution or matmul; feature maps then travel as channel groups
+        ([B, S * C, H, W]) through grouped convolutions until the flatten.
+
         ``dropout`` > 0 applies (training-mode) dropout at each :class:`Dropout` marker,
         independently per sample and input: the stochastic forward of MC dropout.
         """
         n_samples = self.check_params(params)
         if x.dim() == len(self.input_shape) + 1:
             self._check_input(x, 1)
-            h = x.unsqueeze(0).expand(n_samples, *x.shape)
+            h, layout = x, SHARED
         else:
             self._check_input(x, 2)
             if x.shape[0] != n_samples:
                 raise ValueError(f"{self.name}: per-sample inputs have {x.shape[0]} samples, "
                                  f"the parameters {n_samples}")
-            h = x
+            h, layout = x, STACKED
         for layer_name, layer in self.layers:
             if isinstance(layer, Dropout) and dropout > 0:
+                if layout == SHARED:  # each net needs its own mask
+                    h, layout = to_stacked(h, layout, n_samples), STACKED
                 h = F.dropout(h, dropout, training=True)
                 continue
             local = {k: params[f"{layer_name}.{k}"] for k in layer.param_shapes()}
-            h = layer.forward_batched(local, h)
-        return h
+            h, layout = layer.forward_layout(local, h, layout, n_samples)
+        return to_stacked(h, layout, n_samples)
 
 
 # -- the papers' architectures --------------------------------------------------------------
@@ -455,14 +523,6 @@ def cifar_small_conv() -> TargetNet:
         ("flatten", Flatten()), ("drop1", Dropout()), ("fc1", Linear(128, 64)),
         ("act4", Activation("leaky_relu")), ("drop2", Dropout()), ("fc2", Linear(64, 10)),
     ], (3, 32, 32), 10)
-
-
-@dataclass(frozen=True)
-class GlobalAveragePool(Layer):
-    def forward_single(self, p, x):
-        return x.mean(dim=(-2, -1))
-
-    forward_batched = forward_single
 
 
 def cifar_resnet(filters: tuple[int, int, int, int] = (16, 16, 32, 64), units_per_stage: int = 5,

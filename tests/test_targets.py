@@ -25,9 +25,10 @@ def test_batched_call_equals_per_sample_loop(name, n_samples):
     torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-5)
 
 
-def test_per_sample_inputs_match_shared_inputs():
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_per_sample_inputs_match_single_nets(name):
     gen = torch.Generator().manual_seed(1)
-    net = get_target("mnist_small_conv")
+    net = get_target(name)
     params = net.init(3, gen)
     x = _inputs(net, 5, gen)
     x_per_sample = torch.stack([x, x.flip(0), 2 * x])
@@ -35,6 +36,18 @@ def test_per_sample_inputs_match_shared_inputs():
     for s, xs in enumerate(x_per_sample):
         torch.testing.assert_close(out[s], net.forward_single({k: v[s] for k, v in params.items()}, xs),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_batched_layers_on_stacked_inputs_equal_single_layers():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 2, 6, 6, generator=gen)
+    for layer in (targets.Activation("elu"), targets.MaxPool2d(2), targets.Flatten(),
+                  targets.GlobalAveragePool(), targets.Conv2d(2, 5, 3), targets.GroupNorm(1, 2)):
+        params = layer.init(3, gen)
+        out = layer.forward_batched(params, x)
+        for s in range(3):
+            torch.testing.assert_close(out[s], layer.forward_single({k: v[s] for k, v in params.items()}, x[s]),
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_wrong_parameter_shape_names_parameter_and_both_shapes():

@@ -1,0 +1,163 @@
+import math
+
+import pytest
+import torch
+
+from hypernets.likelihoods import Categorical, Gaussian
+from hypernets.methods import BayesByHypernet
+from hypernets.methods.bayes_by_hypernet import annealing_weight, nearest_neighbour_kl
+from hypernets.metrics import weight_norm_diversity
+from hypernets.targets import ARCHITECTURES, get_target
+
+from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
+                           mnist_accuracy, mnist_tiny_conv, toy, toy_rmse, toy_std_ratio)
+
+
+def gaussian_kl_to_standard(mean, std):
+    """Closed-form KL(N(mean, diag std^2) || N(0, I))."""
+    return float(0.5 * (std**2 + mean**2 - 1 - torch.log(std**2)).sum())
+
+
+def test_nearest_neighbour_kl_on_a_hand_computed_case():
+    samples = torch.tensor([[0.0], [1.0], [3.0]])
+    prior = torch.tensor([[0.5], [10.0], [-2.0]])
+    # nearest prior sample: 0.5, 0.5, 2.5; nearest other sample: 1, 1, 2; d = 1, n = m = 3
+    expected = (math.log(0.5) + math.log(0.5) + math.log(2.5 / 2)) / 3 + math.log(3 / 2)
+    assert float(nearest_neighbour_kl(samples, prior)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_nearest_neighbour_kl_matches_the_gaussian_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    mean, std = torch.tensor([1.0, -0.5]), torch.tensor([0.5, 1.5])
+
+    def estimates(mean, std):
+        return torch.stack([
+            nearest_neighbour_kl(mean + std * torch.randn(1000, 2, generator=gen),
+                                 torch.randn(1000, 2, generator=gen))
+            for _ in range(20)])
+
+    shifted = estimates(mean, std)
+    assert float(shifted.mean()) == pytest.approx(gaussian_kl_to_standard(mean, std), abs=0.15)
+    same = estimates(torch.zeros(2), torch.ones(2))
+    assert abs(float(same.mean())) < 0.05  # roughly unbiased: no divergence, no estimate
+
+
+def test_nearest_neighbour_kl_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        nearest_neighbour_kl(torch.zeros(1, 3), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="d = 3 columns"):
+        nearest_neighbour_kl(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+def test_annealing_rises_linearly_and_the_default_never_switches_the_kl_off():
+    # The paper's MNIST schedule: off until epoch 5, then linear over 15 epochs.
+    assert [annealing_weight(e, 5, 15) for e in (0, 5, 12.5, 20, 300)] == [0, 0, 0.5, 1, 1]
+    toy_default = BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0))
+    assert all(annealing_weight(e, toy_default.anneal_start, toy_default.anneal_epochs) == 1
+               for e in (0, 0.01, 9, 10, 1e4))
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    torch.manual_seed(0)
+    # Narrower hypernets than the paper's (64, 256, 512) keep this fit to about 2 CPU seconds.
+    method = BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0), hidden=(32, 64))
+    history = fit_toy(method, steps=1000, lr=1e-2)
+    return method, history
+
+
+def test_learns_the_toy_with_growing_uncertainty(toy_model):
+    method, history = toy_model
+    assert history[-1]["anneal"] == 1.0
+    assert toy_rmse(method) < TOY_RMSE_BOUND
+    assert toy_std_ratio(method) >= 2.0
+
+
+def test_weight_samples_are_diverse(toy_model):
+    method, _ = toy_model
+    with torch.no_grad():
+        assert weight_norm_diversity(method.sample_params(100)) > 0.01
+
+
+def test_mnist_subset_accuracy():
+    torch.manual_seed(0)
+    # The paper's MNIST schedule; on 2,000 images the KL at full weight swamps the likelihood
+    # (d / n_train is 3 here, 7.8 for LeNet on the paper's 55,000 images).
+    method = BayesByHypernet(mnist_tiny_conv(), Categorical(), anneal_start=5, anneal_epochs=15)
+    fit_mnist(method, epochs=6, batch_size=100, lr=3e-3)
+    assert mnist_accuracy(method) > 0.90
+
+
+def test_loss_averages_every_sample_and_adds_the_annealed_kl():
+    torch.manual_seed(0)
+    method = BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0), train_samples=4,
+                             anneal_start=1, anneal_epochs=2)
+    data = toy()
+    torch.manual_seed(1)
+    loss, logs = method.training_loss(data.x, data.y, n_train=20, epoch=2.0)
+    torch.manual_seed(1)
+    params = method.sample_params(4)
+    per_net = method.likelihood.nll(method.target(params, data.x), data.y).mean(1)
+    assert per_net.shape == (4,)
+    torch.testing.assert_close(logs["nll"], per_net.mean())
+    assert float(logs["anneal"]) == 0.5
+    torch.testing.assert_close(loss.detach(), logs["nll"] + 0.5 * logs["kl"] / 20)
+
+
+def test_per_layer_and_single_hypernet_structures():
+    target = get_target("lenet")
+    per_layer = BayesByHypernet(target, Categorical())
+    # One hypernet per layer, one chunk (one-hot code) per output unit of that layer.
+    assert [h.chunk_code.shape[0] for h in per_layer.hypernets] == [20, 50, 500, 10]
+    assert [h.out.out_features for h in per_layer.hypernets] == [26, 501, 801, 501]
+    single = BayesByHypernet(target, Categorical(), per_layer=False, n_chunks=130)
+    assert len(single.hypernets) == 1
+    assert single.hypernets[0].chunk_code.shape[0] == 130
+    assert single.hypernets[0].out.out_features == 3316  # 130 * 3316 = 431,080 weights
+    n_per_layer = sum(p.numel() for p in per_layer.hypernets.parameters())
+    n_single = sum(p.numel() for p in single.hypernets.parameters())
+    assert n_per_layer != n_single
+    with torch.no_grad():
+        for method in (per_layer, single):
+            assert target.check_params(method.sample_params(2)) == 2
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_samples_fit_every_architecture(name):
+    target = get_target(name)
+    torch.manual_seed(0)
+    method = BayesByHypernet(target, Categorical(), hidden=(8, 16), noise_dim=1)
+    with torch.no_grad():
+        params = method.sample_params(3)
+    assert target.check_params(params) == 3
+    assert not torch.equal(target.flatten(params)[0], target.flatten(params)[1])
+
+
+def test_noise_reaches_every_layer_through_the_shared_vector():
+    torch.manual_seed(0)
+    method = BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0), noise_dim=64)
+    z = torch.randn(2, 64)
+    same = method._raw_params(z[:1].expand(2, 64))
+    different = method._raw_params(z)
+    for name in method.target.param_shapes:
+        assert torch.equal(same[name][0], same[name][1])
+        assert not torch.equal(different[name][0], different[name][1])
+
+
+def test_two_runs_with_one_seed_are_identical():
+    assert_deterministic(lambda: BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0)),
+                         lambda method: fit_toy(method, steps=15, lr=3e-3))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"noise_dim": 4}, "noise_dim must be one of"),
+    ({"hidden": ()}, "hidden must list"),
+    ({"prior_std": 0.0}, "prior_std must be > 0"),
+    ({"anneal_epochs": -1}, "anneal_start and anneal_epochs must be >= 0"),
+    ({"train_samples": 1}, "train_samples must be >= 2"),
+    ({"n_chunks": 10}, "n_chunks is for per_layer=False"),
+    ({"per_layer": False, "n_chunks": 0}, "n_chunks must be between 1"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0), **kwargs)
