@@ -1,0 +1,1 @@
+"""Experiments of the book's chapters: training, evaluation into tables, and figures."""

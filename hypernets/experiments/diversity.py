@@ -1,0 +1,507 @@
+"""HyperGAN's diversity ablation on MNIST and HyperGAN-MI's regulariser on the cubic toy.
+
+Two experiments share one question: what keeps the networks a hypernetwork generates
+different from each other?
+
+* **Ablation** (HyperGAN, Ratzlaff & Fuxin 2019): HyperGAN as published, without its
+  discriminator, and without its mixer (:data:`ABLATION_VARIANTS`), trained on MNIST with the
+  HyperGAN target ``mnist_small_conv``. After every ``eval_every`` epochs (and once before
+  training, epoch 0) each variant is scored on test images and on the diversity of 100 sampled
+  weight sets (:func:`hypernets.metrics.weight_norm_diversity`: std / mean of the L2 norms of
+  the samples, averaged over the weight tensors). :func:`ablation_claims` checks the paper's
+  three statements against the numbers.
+* **MI toy** (HyperGAN-MI): the same HyperGAN-MI on the sigma = 3 cubic toy with its mutual
+  information weight beta and with beta = 0 (:data:`MI_VARIANTS`); the spread of the sampled
+  functions inside and outside the training inputs, and the weight diversity.
+
+Every evaluation draws its sampled nets from a generator forked off torch's global RNG and
+seeded with the run's seed, so evaluating does not change training and all epochs are scored
+with the same noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from torch import Tensor
+
+from hypernets import metrics
+from hypernets.data import ToyRegression
+from hypernets.likelihoods import Categorical, Gaussian
+from hypernets.methods.base import Method
+from hypernets.methods.registry import make_method
+from hypernets.plots import plot_toy_data
+from hypernets.targets import TargetNet, get_target
+from hypernets.training import fit, predict
+
+__all__ = [
+    "ABLATION_VARIANTS",
+    "MI_VARIANTS",
+    "TENSOR_PREFIX",
+    "ablation_claims",
+    "ablation_evaluator",
+    "ablation_summary",
+    "band_widths",
+    "claims_markdown",
+    "diversity_by_tensor",
+    "mi_toy_claims",
+    "mi_toy_summary",
+    "plot_ablation",
+    "plot_diversity_by_tensor",
+    "plot_mi_toy_bands",
+    "run_ablation",
+    "run_mi_toy",
+]
+
+#: The ablation's variants: name -> HyperGAN switches. Without the mixer each generator gets
+#: its own N(0, I) noise, which is already the prior, so there is no discriminator either.
+ABLATION_VARIANTS: dict[str, dict[str, bool]] = {
+    "full": {"use_mixer": True, "use_discriminator": True},
+    "no discriminator": {"use_mixer": True, "use_discriminator": False},
+    "no mixer": {"use_mixer": False, "use_discriminator": False},
+}
+
+#: The MI toy's variants: name -> MI weight beta (None: the weight given to :func:`run_mi_toy`).
+MI_VARIANTS: dict[str, float | None] = {"HyperGAN-MI": None, "no regulariser": 0.0}
+
+#: Prefix of the history columns holding the diversity of one weight tensor.
+TENSOR_PREFIX = "diversity:"
+
+_ABLATION_COLUMNS = {"accuracy": "test accuracy (mean predictive)",
+                     "single_net_accuracy": "test accuracy (single nets, mean)",
+                     "diversity": "diversity (std / mean of weight norms)"}
+
+
+def _fork_devices(device: torch.device) -> list[torch.device]:
+    return [device] if device.type == "cuda" else []
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_variants(variants: Sequence[str], known: Mapping[str, Any], what: str) -> list[str]:
+    if isinstance(variants, str) or not variants:
+        raise ValueError(f"variants must be a non-empty list of {what} variants, got {variants!r}")
+    unknown = [name for name in variants if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} variant(s) {unknown}; known: {list(known)}")
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"variants lists a variant twice: {list(variants)}")
+    return list(variants)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablation on MNIST
+# ---------------------------------------------------------------------------------------------
+
+
+def ablation_evaluator(x_test: Tensor, y_test: Tensor, *, n_predict_samples: int,
+                       n_diversity_samples: int = 100, batch_size: int = 1000,
+                       seed: int = 0) -> Callable[[Method], dict[str, float]]:
+    """The ``evaluate`` of :func:`hypernets.training.fit` for the ablation.
+
+    Returns a function of a method giving ``accuracy`` (of the mean predictive of
+    ``n_predict_samples`` sampled nets on ``x_test``), ``single_net_accuracy`` (the mean over
+    those nets of each one's own accuracy), ``diversity`` (of ``n_diversity_samples`` sampled
+    weight sets, the paper's 100) and the diversity of each weight tensor under the key
+    ``TENSOR_PREFIX + name``. Its sampling uses a fork of the global RNG seeded with ``seed``,
+    so it leaves training untouched.
+    """
+    _check_int("n_predict_samples", n_predict_samples, 1)
+    _check_int("n_diversity_samples", n_diversity_samples, 2)
+
+    def evaluate(method: Method) -> dict[str, float]:
+        with torch.random.fork_rng(devices=_fork_devices(method.device)), torch.no_grad():
+            torch.manual_seed(seed)
+            params = method.sample_params(n_diversity_samples)
+            probs = predict(method, x_test, n_predict_samples, batch_size=batch_size)
+        single = [metrics.accuracy(probs[s:s + 1], y_test) for s in range(probs.shape[0])]
+        by_tensor = metrics.weight_norm_diversity_by_tensor(params)
+        return {"accuracy": metrics.accuracy(probs, y_test),
+                "single_net_accuracy": float(np.mean(single)),
+                # weight_norm_diversity(params), without computing the norms a second time.
+                "diversity": float(by_tensor.mean()),
+                **{f"{TENSOR_PREFIX}{name}": float(value) for name, value in by_tensor.items()}}
+
+    return evaluate
+
+
+def run_ablation(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
+                 variants: Sequence[str] = tuple(ABLATION_VARIANTS), epochs: int,
+                 batch_size: int = 32, train_samples: int = 32, eval_every: int = 1,
+                 n_predict_samples: int = 10, n_diversity_samples: int = 100,
+                 target: str | TargetNet = "mnist_small_conv",
+                 hypergan_options: Mapping[str, Any] | None = None,
+                 device: str | torch.device = "cpu", seed: int = 0,
+                 lr: float | None = None, eval_batch_size: int = 1000,
+                 progress: bool = False) -> pd.DataFrame:
+    """Train each HyperGAN variant on (x_train, y_train) and score it over training.
+
+    ``variants`` are names of :data:`ABLATION_VARIANTS`; ``hypergan_options`` go to every
+    variant's constructor (sizes), except ``beta``, the adversarial weight, which goes to the
+    variants with a discriminator only. Each variant is built after seeding the global RNG
+    with ``seed`` and trained by :func:`fit` with that seed, so all see the same mini-batches.
+    ``train_samples`` nets are sampled per step (the paper's S = 32).
+
+    Returns one row per (variant, evaluated epoch), epoch 0 being the untrained method:
+    ``variant, epoch, step, accuracy, single_net_accuracy, diversity``, one
+    ``diversity:<tensor>`` column per weight tensor, the epoch's mean training ``loss`` and
+    ``nll`` (NaN at epoch 0) and the cumulative training time ``time_total_s``.
+    """
+    variants = _check_variants(variants, ABLATION_VARIANTS, "ablation")
+    _check_int("epochs", epochs, 1)
+    _check_int("eval_every", eval_every, 1)
+    options = dict(hypergan_options or {})
+    clashes = sorted(set(options) & {"use_mixer", "use_discriminator", "train_samples"})
+    if clashes:
+        raise ValueError(f"hypergan_options must not set {clashes}: the variants and "
+                         "train_samples set them")
+    target = get_target(target) if isinstance(target, str) else target
+    device = torch.device(device)
+    # The test set lives on the device once, rather than being copied at every evaluation.
+    x_test = x_test.to(device)
+    evaluate = ablation_evaluator(x_test, y_test.cpu(), n_predict_samples=n_predict_samples,
+                                  n_diversity_samples=n_diversity_samples,
+                                  batch_size=eval_batch_size, seed=seed)
+    rows = []
+    for name in variants:
+        torch.manual_seed(seed)
+        switches = ABLATION_VARIANTS[name]
+        # The adversarial weight means nothing without a discriminator (HyperGAN refuses it).
+        variant_options = {key: value for key, value in options.items()
+                           if key != "beta" or switches["use_discriminator"]}
+        method = make_method("hypergan", target, Categorical(), train_samples=train_samples,
+                             **switches, **variant_options)
+        method.to(device).eval()
+        with torch.no_grad():
+            rows.append({"variant": name, "epoch": 0, "step": 0, **evaluate(method),
+                         "time_total_s": 0.0})
+        history = fit(method, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr,
+                      device=device, seed=seed, evaluate=evaluate, eval_every=eval_every,
+                      progress=progress)
+        rows += [{"variant": name, **record} for record in history if "diversity" in record]
+    table = pd.DataFrame(rows)
+    tensors = [column for column in table.columns if column.startswith(TENSOR_PREFIX)]
+    return table[["variant", "epoch", "step", "accuracy", "single_net_accuracy", "diversity",
+                  *tensors, "loss", "nll", "time_total_s"]]
+
+
+def ablation_summary(history: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: accuracies and diversity at the last epoch, diversity at 0 and 1.
+
+    Columns: ``variant, epochs, accuracy, single_net_accuracy, diversity`` (last evaluation),
+    ``diversity_init`` (epoch 0), ``diversity_first`` (the first evaluation after training
+    started) and ``diversity_change`` = diversity / diversity_first - 1.
+    """
+    rows = []
+    for name, part in history.groupby("variant", sort=False):
+        part = part.sort_values("epoch")
+        trained = part[part["epoch"] > 0]
+        if trained.empty:
+            raise ValueError(f"variant {name!r} has no evaluation after training started")
+        last, first = trained.iloc[-1], trained.iloc[0]
+        init = part[part["epoch"] == 0]
+        rows.append({
+            "variant": name, "epochs": int(last["epoch"]), "accuracy": float(last["accuracy"]),
+            "single_net_accuracy": float(last["single_net_accuracy"]),
+            "diversity": float(last["diversity"]),
+            "diversity_init": float(init["diversity"].iloc[0]) if len(init) else math.nan,
+            "diversity_first": float(first["diversity"]),
+            "diversity_change": float(last["diversity"] / first["diversity"] - 1.0),
+        })
+    return pd.DataFrame(rows)
+
+
+def diversity_by_tensor(history: pd.DataFrame) -> pd.DataFrame:
+    """Diversity of each weight tensor at each variant's last evaluation, tensors as columns.
+
+    One row per variant (``variant`` and ``epoch``), one column per tensor in the target's
+    order; read down a column to compare the variants on one layer.
+    """
+    tensors = [column for column in history.columns if column.startswith(TENSOR_PREFIX)]
+    if not tensors:
+        raise ValueError(f"history has no per-tensor diversity columns ({TENSOR_PREFIX}<name>)")
+    last = history.sort_values("epoch").groupby("variant", sort=False).tail(1)
+    order = list(dict.fromkeys(history["variant"]))
+    table = last.set_index("variant").loc[order, ["epoch", *tensors]].reset_index()
+    return table.rename(columns={column: column[len(TENSOR_PREFIX):] for column in tensors})
+
+
+def ablation_claims(summary: pd.DataFrame, *, accuracy_tolerance: float = 0.01,
+                    significant_ratio: float = 0.5) -> pd.DataFrame:
+    """The paper's three statements, checked on an :func:`ablation_summary` of all variants.
+
+    1. Diversity falls as training proceeds: the full HyperGAN's diversity at the last
+       evaluation is below that at the first one after training started (needs two).
+    2. Removing the discriminator reduces diversity: no-D diversity < full diversity.
+    3. Removing the mixer keeps accuracy but reduces diversity significantly: accuracies of
+       the mean predictive within ``accuracy_tolerance`` (absolute) and no-mixer diversity at
+       most ``significant_ratio`` times the full one.
+
+    Returns ``claim``, ``seen`` (bool; None when the data cannot decide, e.g. one epoch) and
+    ``evidence`` (the numbers compared, 3 decimals).
+    """
+    by_name = summary.set_index("variant")
+    missing = [name for name in ABLATION_VARIANTS if name not in by_name.index]
+    if missing:
+        raise ValueError(f"summary lacks the variant(s) {missing}; the claims compare all of "
+                         f"{list(ABLATION_VARIANTS)}")
+    full, no_d, no_mixer = (by_name.loc[name] for name in ABLATION_VARIANTS)
+    if full["epochs"] > 1 and "diversity_first" in by_name:
+        falls = bool(full["diversity"] < full["diversity_first"])
+        falls_evidence = (f"full: {full['diversity_first']:.3f} after the first evaluated epoch, "
+                          f"{full['diversity']:.3f} after epoch {int(full['epochs'])}")
+    else:
+        falls, falls_evidence = None, "only one evaluated epoch: nothing to compare"
+    accuracy_gap = float(no_mixer["accuracy"] - full["accuracy"])
+    ratio = float(no_mixer["diversity"] / full["diversity"])
+    rows = [
+        {"claim": "diversity falls as training proceeds", "seen": falls,
+         "evidence": falls_evidence},
+        {"claim": "removing the discriminator reduces diversity",
+         "seen": bool(no_d["diversity"] < full["diversity"]),
+         "evidence": f"diversity full {full['diversity']:.3f}, no discriminator "
+                     f"{no_d['diversity']:.3f}"},
+        {"claim": "removing the mixer keeps accuracy but reduces diversity significantly",
+         "seen": bool(abs(accuracy_gap) <= accuracy_tolerance and ratio <= significant_ratio),
+         "evidence": f"accuracy gap {accuracy_gap:+.3f} (tolerance {accuracy_tolerance:.3f}); "
+                     f"diversity ratio no mixer / full {ratio:.3f} (significant if <= "
+                     f"{significant_ratio:.3f})"},
+    ]
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """A markdown list of claims (``claim, seen, evidence``): seen, not seen or undecided."""
+    verdicts = {True: "**seen**", False: "**not seen**", None: "**undecided**"}
+    lines = []
+    for row in claims.itertuples(index=False):
+        seen = None if row.seen is None or pd.isna(row.seen) else bool(row.seen)
+        lines.append(f"- {row.claim}: {verdicts[seen]} ({row.evidence})")
+    return "\n".join(lines)
+
+
+def plot_ablation(history: pd.DataFrame) -> plt.Figure:
+    """Test accuracy (mean predictive, single nets) and diversity against the epoch, per variant."""
+    variants = list(dict.fromkeys(history["variant"]))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharex=True)
+    for ax, (column, title) in zip(axes, _ABLATION_COLUMNS.items()):
+        sns.lineplot(data=history, x="epoch", y=column, hue="variant", hue_order=variants,
+                     style="variant", style_order=variants, markers=True, dashes=False, ax=ax,
+                     legend=ax is axes[-1])
+        ax.set_title(title)
+        ax.set_ylabel("")
+        ax.set_xlabel("epoch (0: before training)")
+    axes[-1].legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_diversity_by_tensor(history: pd.DataFrame) -> plt.Figure:
+    """Bars of each weight tensor's diversity at the last evaluation, one colour per variant."""
+    table = diversity_by_tensor(history).drop(columns="epoch")
+    long = table.melt(id_vars="variant", var_name="tensor", value_name="diversity")
+    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 2.5, 3.6))
+    sns.barplot(data=long, x="tensor", y="diversity", hue="variant", ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("std / mean of weight norms")
+    ax.set_title("diversity per weight tensor after training")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# HyperGAN-MI on the toy
+# ---------------------------------------------------------------------------------------------
+
+
+def band_widths(x: Tensor, samples: Tensor, inside: tuple[float, float]) -> dict[str, float]:
+    """Width of the mean +- 2 std band of sampled functions inside and outside an interval.
+
+    ``samples`` is ``[S, G]`` (S sampled functions on the G points ``x`` of shape ``[G]`` or
+    ``[G, 1]``); the std is the spread of the samples alone (no observation noise, see
+    :func:`hypernets.metrics.predictive_mean_std`). ``inside`` is the closed interval of the
+    training inputs; every other grid point is outside. Returns the mean band width (4 std)
+    ``inside`` and ``outside`` and their ``ratio`` outside / inside.
+    """
+    grid = x.reshape(-1)
+    if samples.ndim != 2 or samples.shape[1] != grid.shape[0]:
+        raise ValueError(f"samples must have shape [S, G] with G = {grid.shape[0]} grid points, "
+                         f"got {tuple(samples.shape)}")
+    low, high = inside
+    mask = (grid >= low) & (grid <= high)
+    if mask.all() or not mask.any():
+        raise ValueError(f"the grid [{float(grid.min()):g}, {float(grid.max()):g}] needs points "
+                         f"both inside and outside the interval [{low:g}, {high:g}]")
+    _, std = metrics.predictive_mean_std(samples)
+    width = 4.0 * std
+    inside_width = float(width[mask].mean())
+    outside_width = float(width[~mask].mean())
+    return {"band_inside": inside_width, "band_outside": outside_width,
+            "band_ratio": outside_width / inside_width}
+
+
+def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANTS),
+               beta: float, steps: int, train_samples: int = 32, eval_every: int = 100,
+               n_samples: int = 100, target: str | TargetNet = "toy_mi",
+               mi_options: Mapping[str, Any] | None = None, lr: float | None = None,
+               device: str | torch.device = "cpu", seed: int = 0,
+               progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train HyperGAN-MI on the toy with MI weight ``beta`` and without the regulariser.
+
+    Full-batch training (every step sees the 20 points, so steps = epochs) with the toy's
+    noise std in the Gaussian likelihood and ``train_samples`` nets per step;
+    ``mi_options`` go to every variant's constructor. Every ``eval_every`` steps the weight
+    diversity of ``n_samples`` draws is recorded; at the end ``n_samples`` functions are
+    drawn on ``toy.x_grid``.
+
+    Returns ``(history, samples)``: ``history`` has one row per (variant, evaluated step) with
+    ``variant, beta, step, loss, nll, mi`` (the step's MINE estimate) ``, diversity``;
+    ``samples`` one row per (variant, sample, grid point): ``variant, sample, x, y``.
+    """
+    variants = _check_variants(variants, MI_VARIANTS, "MI toy")
+    _check_int("steps", steps, 1)
+    _check_int("eval_every", eval_every, 1)
+    _check_int("n_samples", n_samples, 2)
+    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta)
+            and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0 (the regularised variant's weight), "
+                         f"got {beta!r}")
+    options = dict(mi_options or {})
+    clashes = sorted(set(options) & {"beta", "train_samples"})
+    if clashes:
+        raise ValueError(f"mi_options must not set {clashes}: beta and train_samples are "
+                         "arguments of run_mi_toy")
+    target = get_target(target) if isinstance(target, str) else target
+    device = torch.device(device)
+    grid = toy.x_grid
+
+    def diversity(method: Method) -> dict[str, float]:
+        with torch.random.fork_rng(devices=_fork_devices(method.device)):
+            torch.manual_seed(seed)
+            return {"diversity": metrics.weight_norm_diversity(method.sample_params(n_samples))}
+
+    history_rows, sample_tables = [], []
+    for name in variants:
+        variant_beta = beta if MI_VARIANTS[name] is None else MI_VARIANTS[name]
+        torch.manual_seed(seed)
+        method = make_method("hypergan_mi", target, Gaussian(toy.noise_std), beta=variant_beta,
+                             train_samples=train_samples, **options)
+        history = fit(method, toy.x, toy.y, steps=steps, batch_size=len(toy.x), lr=lr,
+                      device=device, seed=seed, evaluate=diversity, eval_every=eval_every,
+                      progress=progress)
+        for record in history:
+            if "diversity" in record:
+                history_rows.append({"variant": name, "beta": variant_beta,
+                                     "step": record["step"], "loss": record["loss"],
+                                     "nll": record["nll"], "mi": record["mi"],
+                                     "diversity": record["diversity"]})
+        with torch.random.fork_rng(devices=_fork_devices(device)):
+            torch.manual_seed(seed)
+            functions = predict(method, grid, n_samples)[..., 0]  # [S, G]
+        sample_tables.append(pd.DataFrame({
+            "variant": name,
+            "sample": np.repeat(np.arange(n_samples), len(grid)),
+            "x": np.tile(grid[:, 0].numpy(), n_samples),
+            "y": functions.reshape(-1).numpy(),
+        }))
+    return pd.DataFrame(history_rows), pd.concat(sample_tables, ignore_index=True)
+
+
+def _samples_matrix(samples: pd.DataFrame, variant: str) -> tuple[Tensor, Tensor]:
+    """(grid [G], functions [S, G]) of one variant of :func:`run_mi_toy`'s samples."""
+    part = samples[samples["variant"] == variant]
+    if part.empty:
+        raise ValueError(f"samples hold no variant {variant!r}; they hold "
+                         f"{list(dict.fromkeys(samples['variant']))}")
+    table = part.pivot(index="sample", columns="x", values="y")
+    return (torch.tensor(table.columns.to_numpy(), dtype=torch.float64),
+            torch.tensor(table.to_numpy(), dtype=torch.float64))
+
+
+def mi_toy_summary(toy: ToyRegression, history: pd.DataFrame,
+                   samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: beta, final MINE estimate, diversity, RMSE and band widths.
+
+    ``rmse`` is that of the mean sampled function on the training points against their
+    targets; the bands are :func:`band_widths` with the interval spanned by the training
+    inputs as inside.
+    """
+    inside = (float(toy.x.min()), float(toy.x.max()))
+    rows = []
+    for name, part in history.groupby("variant", sort=False):
+        last = part.sort_values("step").iloc[-1]
+        grid, functions = _samples_matrix(samples, name)
+        # The mean function at the training inputs, interpolated from the grid.
+        mean = functions.mean(0).numpy()
+        fitted = np.interp(toy.x[:, 0].numpy(), grid.numpy(), mean)
+        rmse = float(np.sqrt(np.mean((fitted - toy.y[:, 0].numpy()) ** 2)))
+        rows.append({"variant": name, "beta": float(last["beta"]), "steps": int(last["step"]),
+                     "mi": float(last["mi"]), "diversity": float(last["diversity"]),
+                     "rmse": rmse, **band_widths(grid, functions, inside)})
+    return pd.DataFrame(rows)
+
+
+def mi_toy_claims(summary: pd.DataFrame) -> pd.DataFrame:
+    """What the MI regulariser should do, checked on a :func:`mi_toy_summary` of both variants.
+
+    1. It increases the weight diversity (HyperGAN-MI's diversity > that without it).
+    2. It widens the band outside the data relative to inside (a larger ``band_ratio``).
+
+    Same columns as :func:`ablation_claims`.
+    """
+    by_name = summary.set_index("variant")
+    missing = [name for name in MI_VARIANTS if name not in by_name.index]
+    if missing:
+        raise ValueError(f"summary lacks the variant(s) {missing}; the claims compare "
+                         f"{list(MI_VARIANTS)}")
+    mi, plain = (by_name.loc[name] for name in MI_VARIANTS)
+    return pd.DataFrame([
+        {"claim": "the MI regulariser increases weight diversity",
+         "seen": bool(mi["diversity"] > plain["diversity"]),
+         "evidence": f"diversity with MI {mi['diversity']:.3f}, without {plain['diversity']:.3f}"},
+        {"claim": "the MI regulariser widens the band outside the data",
+         "seen": bool(mi["band_ratio"] > plain["band_ratio"]),
+         "evidence": f"band width outside / inside with MI {mi['band_ratio']:.2f} "
+                     f"({mi['band_outside']:.2f} / {mi['band_inside']:.2f}), without "
+                     f"{plain['band_ratio']:.2f} ({plain['band_outside']:.2f} / "
+                     f"{plain['band_inside']:.2f})"},
+    ])
+
+
+def plot_mi_toy_bands(toy: ToyRegression, samples: pd.DataFrame,
+                      n_curves: int = 10) -> plt.Figure:
+    """One panel per variant: data, true function, mean +- 2 std of the samples, a few samples."""
+    variants = list(dict.fromkeys(samples["variant"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 3.8), sharey=True,
+                             squeeze=False)
+    palette = sns.color_palette()
+    inside = (float(toy.x.min()), float(toy.x.max()))
+    for ax, name in zip(axes[0], variants):
+        grid, functions = _samples_matrix(samples, name)
+        mean, std = metrics.predictive_mean_std(functions)
+        x = grid.numpy()
+        for curve in functions[:n_curves]:
+            ax.plot(x, curve.numpy(), color=palette[2], alpha=0.35, linewidth=0.8)
+        ax.fill_between(x, (mean - 2 * std).numpy(), (mean + 2 * std).numpy(),
+                        color=palette[2], alpha=0.25, label="mean ± 2 std of the samples")
+        ax.plot(x, mean.numpy(), color=palette[2], label="mean of the samples")
+        plot_toy_data(toy, ax=ax)
+        ax.axvspan(x.min(), inside[0], color="grey", alpha=0.08, linewidth=0)
+        ax.axvspan(inside[1], x.max(), color="grey", alpha=0.08, linewidth=0)
+        ax.set_title(name)
+        ax.set_ylim(-150, 150)
+        ax.legend(loc="upper left", fontsize="small", frameon=False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,142 @@
+"""The papers' published numbers, and tables that put ours beside them.
+
+The numbers live in one small CSV shipped with the package, ``hypernets/published.csv``, one
+row per number: ``table, method, metric, value, source``. ``table`` names the paper's table
+(see :data:`TABLES`), ``method`` is a short name of :mod:`hypernets.methods.registry` where the
+method exists here (``mnf``, multiplicative normalising flows, does not; the architecture
+table's rows are ``bbh_single`` and ``bbh_layerwise``), and ``metric`` is one of
+:data:`METRICS`. ``source`` cites the paper and the table.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import pandas as pd
+
+from hypernets.methods.registry import METHODS
+
+#: The published tables: name -> what it is.
+TABLES: dict[str, str] = {
+    "mnist": "Bayes by Hypernet's MNIST table (LeNet, notMNIST outliers)",
+    "mnist_hypernet_architecture": "Bayes by Hypernet's MNIST table of hypernetwork architectures",
+    "cifar5": "Bayes by Hypernet's CIFAR-5 table (ResNet, CIFAR classes 5-9 as outliers)",
+}
+
+#: The metrics of the published tables: name -> meaning.
+METRICS: dict[str, str] = {
+    "error_pct": "test error in %",
+    "entropy_auc_in": "area under the ECDF of the predictive entropy on the test set "
+                      "(hypernets.metrics.entropy_auc; high is good)",
+    "entropy_auc_out": "area under the ECDF of the predictive entropy on the outliers "
+                       "(hypernets.metrics.entropy_auc; low is good)",
+    "train_time_s": "training time in seconds (the paper's GPU and epochs, not ours)",
+}
+
+#: Labels of the published methods that are not in the registry.
+EXTRA_LABELS: dict[str, str] = {
+    "mnf": "Multiplicative normalising flows",
+    "bbh_single": "Bayes by Hypernet, single hypernetwork",
+    "bbh_layerwise": "Bayes by Hypernet, layer-wise hypernetworks",
+}
+
+_COLUMNS = ["table", "method", "metric", "value", "source"]
+
+
+@functools.lru_cache(maxsize=1)
+def _read_all() -> pd.DataFrame:
+    resource = resources.files("hypernets") / "published.csv"
+    with resource.open("r", encoding="utf-8") as handle:
+        frame = pd.read_csv(handle)
+    if list(frame.columns) != _COLUMNS:
+        raise ValueError(f"hypernets/published.csv must have the columns {_COLUMNS}, "
+                         f"found {list(frame.columns)}")
+    return frame
+
+
+def method_label(method: str) -> str:
+    """Label of a published or registered method name (e.g. ``mnf``, ``bbh``)."""
+    if method in EXTRA_LABELS:
+        return EXTRA_LABELS[method]
+    if method in METHODS:
+        return METHODS[method][0]
+    return method
+
+
+def published(table: str) -> pd.DataFrame:
+    """The published numbers of ``table``: columns ``method, metric, value, source``.
+
+    Rows keep the file's order (methods in the paper's column order).
+    """
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
+    frame = _read_all()
+    rows = frame[frame["table"] == table].drop(columns="table").reset_index(drop=True)
+    return rows.copy()
+
+
+def compare_with_published(ours: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Our numbers beside the published ones of ``table``, with the difference.
+
+    ``ours`` has one row per method: a ``method`` column with the short names used in
+    ``published.csv`` (registry names such as ``map``, ``bbh``) and one column per metric
+    (``error_pct``, ``entropy_auc_in``, ...). Columns that are not metrics of the table (NLL,
+    ECE, ...) are ignored: there is nothing published to compare them with.
+
+    Returns one row per (method, metric) for every metric of the table and every method that
+    is either published or ours: columns ``method, label, metric, published, ours,
+    difference`` (ours minus published; NaN where either side is missing, e.g. a method the
+    paper did not run) and ``source``. Our methods come first in their order, then the
+    published methods we did not run.
+    """
+    if not isinstance(ours, pd.DataFrame):
+        raise TypeError(f"ours must be a pandas DataFrame, got {type(ours).__name__}")
+    if "method" not in ours.columns:
+        raise ValueError(f"ours needs a 'method' column with one row per method; its columns are "
+                         f"{list(ours.columns)}")
+    if ours["method"].duplicated().any():
+        duplicated = sorted(set(ours.loc[ours["method"].duplicated(), "method"]))
+        raise ValueError(f"ours must have one row per method; repeated: {duplicated}")
+    theirs = published(table)
+    metrics = list(dict.fromkeys(theirs["metric"]))
+    shared = [metric for metric in metrics if metric in ours.columns]
+    if not shared:
+        raise ValueError(f"ours has none of the metrics of table {table!r} ({metrics}); its "
+                         f"columns are {list(ours.columns)}")
+    source = theirs["source"].iloc[0]
+    our_long = ours.melt(id_vars="method", value_vars=shared, var_name="metric", value_name="ours")
+    our_long["ours"] = pd.to_numeric(our_long["ours"], errors="raise").astype(float)
+    methods = list(dict.fromkeys([*ours["method"], *theirs["method"]]))
+    grid = pd.DataFrame([(method, metric) for method in methods for metric in metrics],
+                        columns=["method", "metric"])
+    merged = (grid
+              .merge(theirs.rename(columns={"value": "published"}).drop(columns="source"),
+                     on=["method", "metric"], how="left")
+              .merge(our_long, on=["method", "metric"], how="left"))
+    merged["published"] = merged["published"].astype(float)
+    merged["difference"] = merged["ours"] - merged["published"]
+    merged.insert(1, "label", merged["method"].map(method_label))
+    merged["source"] = source
+    return merged[["method", "label", "metric", "published", "ours", "difference", "source"]]
+
+
+def side_by_side(comparison: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`compare_with_published` table pivoted for reading: one row per method.
+
+    Columns are (metric, ``published`` / ``ours`` / ``difference``), metrics and methods in
+    the comparison's order; the index is the method label.
+    """
+    missing = {"label", "metric", "published", "ours", "difference"} - set(comparison.columns)
+    if missing:
+        raise ValueError(f"comparison lacks the columns {sorted(missing)}; pass the output of "
+                         "compare_with_published")
+    labels = list(dict.fromkeys(comparison["label"]))
+    metrics = list(dict.fromkeys(comparison["metric"]))
+    wide = comparison.pivot(index="label", columns="metric",
+                            values=["published", "ours", "difference"])
+    wide = wide.swaplevel(0, 1, axis=1)
+    wide = wide.reindex(index=labels,
+                        columns=pd.MultiIndex.from_product([metrics, ["published", "ours", "difference"]]))
+    wide.index.name = "method"
+    return wide

@@ -1,0 +1,138 @@
+"""The robustness chapter's library: FGSM curves per trained method, summaries, figures."""
+
+import functools
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from hypernets import metrics  # noqa: E402
+from hypernets.experiments import adversarial, mnist  # noqa: E402
+from hypernets.targets import Flatten, TargetNet, mlp  # noqa: E402
+
+EPSILONS = (0.0, 0.1, 0.2)
+
+
+def small_mnist_target() -> TargetNet:
+    """784-32-10: trains in a second on a few hundred digits."""
+    net = mlp([28 * 28, 32, 10], "relu", dropout=True)
+    return TargetNet("small", [("flatten", Flatten())] + net.layers, (1, 28, 28), 10)
+
+
+@functools.lru_cache(maxsize=1)
+def trained_runs():
+    data = mnist.load_data(n_train=600, n_test=120, seed=0)
+    trained = mnist.train_methods(["map", "ensemble", "bbb"], small_mnist_target(), data.train.x,
+                                  data.train.y, epochs=3, batch_size=50, seed=0,
+                                  options={"ensemble": {"n_members": 2}})
+    return trained, data.test.x, data.test.y
+
+
+@functools.lru_cache(maxsize=1)
+def curves():
+    trained, x, y = trained_runs()
+    return adversarial.adversarial_curves(trained, x, y, EPSILONS, n_samples=4, batch_size=50)
+
+
+def test_curves_have_one_row_per_method_and_budget():
+    table = curves()
+    assert list(table.columns) == ["method", "label", "n_nets", "epsilon", "accuracy", "entropy",
+                                   "entropy_auc"]
+    assert list(table["method"]) == [m for m in ("map", "ensemble", "bbb") for _ in EPSILONS]
+    assert table.groupby("method", sort=False)["n_nets"].first().to_dict() == {
+        "map": 1, "ensemble": 2, "bbb": 4}
+    assert table["entropy"].between(0, math.log(10)).all()
+    assert table["entropy_auc"].between(0, 1).all()
+
+
+def test_clean_point_equals_the_chapter_evaluation_with_the_same_nets():
+    trained, x, y = trained_runs()
+    table = curves()
+    for name, run in trained.items():
+        probs = mnist.predict_probs(run, x, 4, seed=0)
+        clean = table[(table["method"] == name) & (table["epsilon"] == 0.0)]
+        assert clean["accuracy"].item() == metrics.accuracy(probs, y)
+        assert clean["entropy_auc"].item() == pytest.approx(metrics.entropy_auc(probs), abs=1e-6)
+
+
+def test_attacks_lower_the_accuracy_of_trained_classifiers():
+    table = curves()
+    for name, part in table.groupby("method"):
+        accuracy = part.sort_values("epsilon")["accuracy"].to_numpy()
+        assert accuracy[0] > 0.75, name
+        assert accuracy[0] > accuracy[1] > accuracy[2], name
+        assert accuracy[2] < 0.4, name
+
+
+def test_robustness_summary_reads_the_curves():
+    table = curves()
+    summary = adversarial.robustness_summary(table)
+    assert list(summary["method"]) == ["map", "ensemble", "bbb"]
+    assert [c for c in summary.columns if c.startswith("accuracy_eps")] == [
+        "accuracy_eps_0", "accuracy_eps_0.1", "accuracy_eps_0.2"]
+    for _, row in summary.iterrows():
+        part = table[table["method"] == row["method"]]
+        assert row["mean_accuracy"] == pytest.approx(part["accuracy"].mean())
+        assert row["accuracy_eps_0.2"] == part[part["epsilon"] == 0.2]["accuracy"].item()
+        assert row["entropy_max_eps"] == part[part["epsilon"] == 0.2]["entropy"].item()
+    chosen = adversarial.robustness_summary(table, epsilons_shown=[0.2])
+    assert [c for c in chosen.columns if c.startswith("accuracy_eps")] == ["accuracy_eps_0.2"]
+    with pytest.raises(ValueError, match="not among the budgets"):
+        adversarial.robustness_summary(table, epsilons_shown=[0.3])
+
+
+def test_clean_error_comparison_puts_the_paper_beside_epsilon_zero():
+    table = curves()
+    comparison = adversarial.clean_error_comparison(table)
+    assert set(comparison["metric"]) == {"error_pct"}
+    assert list(comparison["method"]) == ["map", "ensemble", "bbb", "mc_dropout", "mnf", "bbh"]
+    by_method = comparison.set_index("method")
+    clean_map = table[(table["method"] == "map") & (table["epsilon"] == 0.0)]["accuracy"].item()
+    assert by_method.loc["map", "ours"] == pytest.approx(100 * (1 - clean_map))
+    assert by_method.loc["map", "published"] == 0.8
+    assert by_method.loc["map", "difference"] == pytest.approx(100 * (1 - clean_map) - 0.8)
+    assert np.isnan(by_method.loc["mnf", "ours"])
+    with pytest.raises(ValueError, match="epsilon = 0"):
+        adversarial.clean_error_comparison(table[table["epsilon"] > 0])
+
+
+def test_adversarial_examples_respect_budget_and_pixel_range():
+    trained, x, y = trained_runs()
+    images = adversarial.adversarial_examples(trained["bbb"], x[:3], y[:3], EPSILONS, n_samples=4)
+    assert images.shape == (len(EPSILONS), 3, 1, 28, 28)
+    assert images.min() >= -1e-6 and images.max() <= 1 + 1e-6
+    clean = adversarial.MNIST_PIXELS.to_pixels(x[:3])
+    torch.testing.assert_close(images[0], clean)
+    for k, epsilon in enumerate(EPSILONS):
+        assert (images[k] - clean).abs().max() <= epsilon + 1e-5
+    assert (images[2] - clean).abs().max() > 0.19
+
+
+def test_figures():
+    table = curves()
+    fig = adversarial.plot_adversarial_curves(table)
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["accuracy", "mean predictive entropy (nats)",
+                                                   "entropy AUC"]
+    trained, x, y = trained_runs()
+    images = adversarial.adversarial_examples(trained["map"], x[:2], y[:2], EPSILONS, n_samples=1)
+    fig = adversarial.plot_adversarial_examples(images, EPSILONS)
+    assert len(fig.axes) == 2 * len(EPSILONS)
+    with pytest.raises(ValueError, match="budgets"):
+        adversarial.plot_adversarial_examples(images, EPSILONS[:2])
+
+
+def test_paper_budgets():
+    assert len(adversarial.PAPER_EPSILONS) == 9
+    assert adversarial.PAPER_EPSILONS[0] == 0.0 and adversarial.PAPER_EPSILONS[-1] == 0.4
+    assert np.allclose(np.diff(adversarial.PAPER_EPSILONS), 0.05)
+
+
+def test_curves_need_trained_methods():
+    _, x, y = trained_runs()
+    with pytest.raises(ValueError, match="at least one"):
+        adversarial.adversarial_curves({}, x, y, EPSILONS, n_samples=2)

@@ -1,0 +1,265 @@
+"""The diversity chapter's library: HyperGAN ablation, HyperGAN-MI toy, tables, claims, figures."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hypernets.data import toy_regression
+from hypernets.experiments import diversity as dv
+from hypernets.likelihoods import Categorical
+from hypernets.methods.map import MAP
+from hypernets.targets import Flatten, Linear, TargetNet, mlp
+from hypernets.training import fit
+
+# Narrow hypernetworks: the paper's widths cost seconds per step on a CPU.
+TINY_HYPERGAN = dict(noise_dim=8, code_dim=4, hidden=16, beta=1.0)
+TINY_MI = dict(noise_dim=8, n_categories=3, code_dim=4, hidden=16, stats_hidden=(16,))
+
+
+def tiny_target():
+    return TargetNet("tiny", [("flatten", Flatten()), ("fc", Linear(16, 3))], (1, 4, 4), 3)
+
+
+def tiny_classification(n, seed):
+    """Three classes separable by the sign pattern of two pixels."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 4, 4, generator=generator)
+    y = (x[:, 0, 0, 0] > 0).long() + (x[:, 0, 0, 1] > 0).long()
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    x, y = tiny_classification(64, seed=0)
+    x_test, y_test = tiny_classification(50, seed=1)
+    return dv.run_ablation(x, y, x_test, y_test, epochs=2, batch_size=32, train_samples=2,
+                           n_predict_samples=3, n_diversity_samples=10, target=tiny_target(),
+                           hypergan_options=TINY_HYPERGAN, lr=1e-3, seed=0)
+
+
+def test_ablation_scores_every_variant_before_and_after_each_epoch(ablation):
+    assert list(dict.fromkeys(ablation["variant"])) == list(dv.ABLATION_VARIANTS)
+    for _, part in ablation.groupby("variant"):
+        assert part["epoch"].tolist() == [0, 1, 2]
+        assert part["step"].tolist() == [0, 2, 4]
+        assert math.isnan(part["loss"].iloc[0]) and part["loss"].iloc[1:].notna().all()
+    assert ablation[["accuracy", "single_net_accuracy"]].stack().between(0, 1).all()
+    assert (ablation["diversity"] > 0).all()
+    # Without a mixer nothing adversarial is added: the loss is the NLL alone.
+    trained = ablation[ablation["epoch"] > 0]
+    no_d = trained[trained["variant"].isin(["no discriminator", "no mixer"])]
+    assert np.allclose(no_d["loss"], no_d["nll"])
+    full = trained[trained["variant"] == "full"]
+    assert (full["loss"] > full["nll"]).all()
+
+
+def test_diversity_per_tensor_averages_to_the_diversity(ablation):
+    tensors = [f"{dv.TENSOR_PREFIX}fc.weight", f"{dv.TENSOR_PREFIX}fc.bias"]
+    assert [c for c in ablation.columns if c.startswith(dv.TENSOR_PREFIX)] == tensors
+    assert np.allclose(ablation[tensors].mean(axis=1), ablation["diversity"])
+    table = dv.diversity_by_tensor(ablation)
+    assert table.columns.tolist() == ["variant", "epoch", "fc.weight", "fc.bias"]
+    assert table["variant"].tolist() == list(dv.ABLATION_VARIANTS)
+    assert (table["epoch"] == 2).all()
+    last = ablation[(ablation["variant"] == "no mixer") & (ablation["epoch"] == 2)]
+    assert table.iloc[2]["fc.bias"] == last[tensors[1]].iloc[0]
+    with pytest.raises(ValueError, match="per-tensor"):
+        dv.diversity_by_tensor(ablation.drop(columns=tensors))
+
+
+def test_ablation_is_deterministic(ablation):
+    x, y = tiny_classification(64, seed=0)
+    x_test, y_test = tiny_classification(50, seed=1)
+    again = dv.run_ablation(x, y, x_test, y_test, variants=["full"], epochs=2, batch_size=32,
+                            train_samples=2, n_predict_samples=3, n_diversity_samples=10,
+                            target=tiny_target(), hypergan_options=TINY_HYPERGAN, lr=1e-3, seed=0)
+    first = ablation[ablation["variant"] == "full"].drop(columns="time_total_s")
+    first = first.reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, again.drop(columns="time_total_s"))
+
+
+def test_evaluator_leaves_training_unchanged_and_scores_a_point_mass():
+    x, y = tiny_classification(40, seed=0)
+    runs = []
+    for evaluate in (None, dv.ablation_evaluator(x, y, n_predict_samples=4, n_diversity_samples=5)):
+        torch.manual_seed(0)
+        method = MAP(tiny_target(), Categorical())
+        history = fit(method, x, y, epochs=2, batch_size=20, progress=False, evaluate=evaluate)
+        runs.append((history, [p.detach().clone() for p in method.parameters()]))
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+    scores = runs[1][0][-1]
+    # MAP's samples are one net repeated: no diversity, and the ensemble is that net.
+    assert scores["diversity"] == 0.0
+    assert scores["accuracy"] == scores["single_net_accuracy"]
+    assert 0.0 <= scores["accuracy"] <= 1.0
+
+
+def test_ablation_rejects_bad_variants_and_options():
+    x, y = tiny_classification(8, seed=0)
+    common = dict(epochs=1, target=tiny_target(), hypergan_options=TINY_HYPERGAN)
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        dv.run_ablation(x, y, x, y, variants=["no generator"], **common)
+    with pytest.raises(ValueError, match="twice"):
+        dv.run_ablation(x, y, x, y, variants=["full", "full"], **common)
+    with pytest.raises(ValueError, match="must not set"):
+        dv.run_ablation(x, y, x, y, epochs=1, target=tiny_target(),
+                        hypergan_options={**TINY_HYPERGAN, "use_mixer": False})
+
+
+def _history(diversity, accuracy, epochs=(0, 1, 2, 3)):
+    """A made-up ablation history: per variant, diversities and accuracies over ``epochs``."""
+    rows = []
+    for name in dv.ABLATION_VARIANTS:
+        for epoch, d, a in zip(epochs, diversity[name], accuracy[name]):
+            rows.append({"variant": name, "epoch": epoch, "step": 10 * epoch, "accuracy": a,
+                         "single_net_accuracy": a - 0.01, "diversity": d, "loss": 1.0,
+                         "nll": 1.0, "time_total_s": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_summary_takes_the_last_and_first_trained_epochs():
+    history = _history({"full": [0.5, 0.4, 0.3, 0.2], "no discriminator": [0.5, 0.3, 0.2, 0.1],
+                        "no mixer": [0.5, 0.1, 0.05, 0.04]},
+                       {"full": [0.1, 0.9, 0.95, 0.97], "no discriminator": [0.1, 0.9, 0.95, 0.96],
+                        "no mixer": [0.1, 0.9, 0.95, 0.975]})
+    summary = dv.ablation_summary(history).set_index("variant")
+    assert summary.loc["full", "epochs"] == 3
+    assert summary.loc["full", "accuracy"] == 0.97
+    assert summary.loc["full", "diversity"] == 0.2
+    assert summary.loc["full", "diversity_init"] == 0.5
+    assert summary.loc["full", "diversity_first"] == 0.4
+    assert summary.loc["full", "diversity_change"] == pytest.approx(0.2 / 0.4 - 1)
+    claims = dv.ablation_claims(summary.reset_index())
+    assert claims["seen"].tolist() == [True, True, True]
+    assert "0.400" in claims["evidence"][0] and "0.200" in claims["evidence"][0]
+
+
+def test_claims_can_fail_and_can_be_undecided():
+    history = _history({"full": [0.5, 0.2, 0.3, 0.4], "no discriminator": [0.5, 0.5, 0.5, 0.5],
+                        "no mixer": [0.5, 0.3, 0.3, 0.3]},
+                       {"full": [0.1, 0.9, 0.95, 0.97], "no discriminator": [0.1, 0.9, 0.95, 0.96],
+                        "no mixer": [0.1, 0.5, 0.6, 0.7]})
+    claims = dv.ablation_claims(dv.ablation_summary(history))
+    assert claims["seen"].tolist() == [False, False, False]
+    # The mixer claim needs both halves: diversity drops enough but accuracy is lost.
+    assert "-0.270" in claims["evidence"][2] and "0.750" in claims["evidence"][2]
+    one_epoch = _history({name: [0.5, 0.4] for name in dv.ABLATION_VARIANTS},
+                         {name: [0.1, 0.9] for name in dv.ABLATION_VARIANTS}, epochs=(0, 1))
+    assert dv.ablation_claims(dv.ablation_summary(one_epoch))["seen"][0] is None
+    with pytest.raises(ValueError, match="lacks the variant"):
+        dv.ablation_claims(dv.ablation_summary(history[history["variant"] != "no mixer"]))
+
+
+def test_claims_markdown_says_seen_not_seen_undecided():
+    claims = pd.DataFrame({"claim": ["a", "b", "c"], "seen": [True, False, None],
+                           "evidence": ["1 < 2", "3 > 2", "one epoch"]})
+    assert dv.claims_markdown(claims).splitlines() == [
+        "- a: **seen** (1 < 2)", "- b: **not seen** (3 > 2)", "- c: **undecided** (one epoch)"]
+
+
+def test_mi_toy_claims():
+    summary = pd.DataFrame([
+        {"variant": "HyperGAN-MI", "diversity": 0.2, "band_inside": 2.0, "band_outside": 12.0,
+         "band_ratio": 6.0},
+        {"variant": "no regulariser", "diversity": 0.1, "band_inside": 2.0, "band_outside": 16.0,
+         "band_ratio": 8.0}])
+    claims = dv.mi_toy_claims(summary)
+    assert claims["seen"].tolist() == [True, False]
+    assert claims["evidence"][1] == ("band width outside / inside with MI 6.00 (12.00 / 2.00), "
+                                     "without 8.00 (16.00 / 2.00)")
+    with pytest.raises(ValueError, match="lacks the variant"):
+        dv.mi_toy_claims(summary.iloc[:1])
+
+
+def test_band_widths_of_known_spreads():
+    x = torch.linspace(-6, 6, 13)
+    # Samples +-1 around 0 inside [-4, 4] and +-3 outside: std 1 and 3, bands 4 and 12.
+    scale = torch.where(x.abs() <= 4, 1.0, 3.0)
+    samples = torch.stack([scale, -scale])
+    widths = dv.band_widths(x, samples, inside=(-4.0, 4.0))
+    assert widths == pytest.approx({"band_inside": 4.0, "band_outside": 12.0, "band_ratio": 3.0})
+    with pytest.raises(ValueError, match="both inside and outside"):
+        dv.band_widths(x, samples, inside=(-10.0, 10.0))
+    with pytest.raises(ValueError, match="shape"):
+        dv.band_widths(x, samples[:, :5], inside=(-4.0, 4.0))
+
+
+@pytest.fixture(scope="module")
+def mi_toy():
+    toy = toy_regression(noise_std=3.0, seed=0)
+    history, samples = dv.run_mi_toy(toy, beta=5.0, steps=6, train_samples=4, eval_every=3,
+                                     n_samples=5, target=mlp([1, 8, 1], "relu"),
+                                     mi_options=TINY_MI, lr=1e-3, seed=0)
+    return toy, history, samples
+
+
+def test_mi_toy_trains_both_variants(mi_toy):
+    toy, history, samples = mi_toy
+    assert history["variant"].tolist() == ["HyperGAN-MI"] * 2 + ["no regulariser"] * 2
+    assert history["beta"].tolist() == [5.0, 5.0, 0.0, 0.0]
+    assert history["step"].tolist() == [3, 6, 3, 6]
+    assert (history["diversity"] > 0).all()
+    assert history["mi"].abs().le(math.log(TINY_MI["n_categories"]) + 1.0).all()
+    assert len(samples) == 2 * 5 * len(toy.x_grid)
+    # Both variants start from the same seed: only beta separates their training.
+    regularised = history[history["variant"] == "HyperGAN-MI"]["nll"].to_numpy()
+    plain = history[history["variant"] == "no regulariser"]["nll"].to_numpy()
+    assert not np.allclose(regularised, plain)
+
+
+def test_mi_toy_summary_rows_and_bands(mi_toy):
+    toy, history, samples = mi_toy
+    summary = dv.mi_toy_summary(toy, history, samples).set_index("variant")
+    assert list(summary.index) == ["HyperGAN-MI", "no regulariser"]
+    assert summary.loc["no regulariser", "beta"] == 0.0
+    assert (summary["steps"] == 6).all()
+    assert (summary[["band_inside", "band_outside", "rmse", "diversity"]] > 0).all().all()
+    assert np.allclose(summary["band_ratio"], summary["band_outside"] / summary["band_inside"])
+
+
+def test_mi_toy_summary_rmse_of_a_known_function():
+    toy = toy_regression(noise_std=3.0, seed=0)
+    grid = toy.x_grid[:, 0]
+    exact = toy.true_function(grid)
+    samples = pd.DataFrame({"variant": "v", "sample": np.repeat([0, 1], len(grid)),
+                            "x": np.tile(grid.numpy(), 2),
+                            "y": torch.cat([exact - 1, exact + 1]).numpy()})
+    history = pd.DataFrame([{"variant": "v", "beta": 1.0, "step": 1, "loss": 0.0, "nll": 0.0,
+                             "mi": 0.0, "diversity": 0.1}])
+    row = dv.mi_toy_summary(toy, history, samples).iloc[0]
+    noise = toy.y[:, 0] - toy.true_function(toy.x[:, 0])
+    # The mean sample is x^3 up to the linear interpolation between grid points.
+    assert row["rmse"] == pytest.approx(float(noise.pow(2).mean().sqrt()), abs=0.1)
+    assert row["band_inside"] == pytest.approx(4.0) and row["band_ratio"] == pytest.approx(1.0)
+
+
+def test_mi_toy_rejects_a_zero_weight_for_the_regularised_variant():
+    toy = toy_regression(noise_std=3.0, seed=0)
+    with pytest.raises(ValueError, match="beta must be"):
+        dv.run_mi_toy(toy, beta=0.0, steps=1)
+    with pytest.raises(ValueError, match="must not set"):
+        dv.run_mi_toy(toy, beta=1.0, steps=1, mi_options={"beta": 2.0})
+
+
+def test_figures(ablation, mi_toy):
+    fig = dv.plot_ablation(ablation)
+    assert len(fig.axes) == 3
+    legend = fig.axes[-1].get_legend()
+    assert [line.get_label() for line in legend.get_lines()] == list(dv.ABLATION_VARIANTS)
+    plt.close(fig)
+    fig = dv.plot_diversity_by_tensor(ablation)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["fc.weight", "fc.bias"]
+    plt.close(fig)
+    toy, _, samples = mi_toy
+    fig = dv.plot_mi_toy_bands(toy, samples, n_curves=3)
+    assert [ax.get_title() for ax in fig.axes] == ["HyperGAN-MI", "no regulariser"]
+    plt.close(fig)

@@ -1,0 +1,262 @@
+"""MNIST experiments on small real subsets: training loop, evaluation, anomaly detection, figures."""
+
+import math
+
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+
+from hypernets import metrics
+from hypernets.experiments import mnist
+from hypernets.methods.ensemble import DeepEnsemble
+from hypernets.targets import get_target
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mnist.load_data(n_train=400, n_test=150, seed=0)
+
+
+def small_target(n_classes=10):
+    return mnist.mnist_mlp(n_classes, hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """MAP, MC dropout and a 3-member ensemble after 4 epochs on 400 images."""
+    return mnist.train_methods(["map", "mc_dropout", "ensemble"], small_target(), data.train.x,
+                               data.train.y, epochs=4, batch_size=50, seed=0,
+                               options={"ensemble": {"n_members": 3}})
+
+
+def test_load_data_draws_subsets(data):
+    assert (len(data.train), len(data.test), len(data.outliers)) == (400, 150, 150)
+    assert data.train.name == data.test.name == "MNIST" and data.outliers.name == "notMNIST"
+    assert data.train.split == "train" and data.test.split == "test"
+    assert data.train.normalized and data.outliers.normalized
+    again = mnist.load_data(n_train=400, n_test=150, seed=0)
+    assert torch.equal(again.train.y, data.train.y) and torch.equal(again.outliers.x, data.outliers.x)
+
+
+def test_mnist_mlp_matches_the_registry_target_and_changes_its_outputs():
+    assert mnist.mnist_mlp().param_shapes == get_target("mnist_mlp").param_shapes
+    nine = mnist.mnist_mlp(9)
+    params = nine.init(2, torch.Generator().manual_seed(0))
+    assert nine(params, torch.zeros(5, 1, 28, 28)).shape == (2, 5, 9)
+    assert nine.dropout_weights()  # MC dropout needs its dropout markers
+    with pytest.raises(ValueError, match="n_classes must be an integer >= 2"):
+        mnist.mnist_mlp(1)
+
+
+def test_train_methods_learns_and_records(trained, data):
+    assert list(trained) == ["map", "mc_dropout", "ensemble"]
+    run = trained["map"]
+    assert run.name == run.method_name == "map" and run.label == "MAP"
+    assert trained["ensemble"].label == "Deep ensemble"
+    assert isinstance(trained["ensemble"].method, DeepEnsemble)
+    assert trained["ensemble"].method.n_members == 3
+    assert [record["epoch"] for record in run.history] == [1, 2, 3, 4]
+    assert run.history[-1]["loss"] < run.history[0]["loss"]
+    assert run.train_time_s > 0
+    probs = mnist.predict_probs(run, data.test.x, 1)
+    assert metrics.accuracy(probs, data.test.y) > 0.7
+
+
+def test_training_is_deterministic(data):
+    def train():
+        run = mnist.train_method("mc_dropout", small_target(), data.train.x[:100],
+                                 data.train.y[:100], epochs=1, batch_size=50, seed=3)
+        return [p.detach().clone() for p in run.method.parameters()]
+
+    torch.manual_seed(123)  # the run must not depend on the global state before it
+    first = train()
+    torch.rand(10)
+    second = train()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_variant_runs_take_their_registry_method_and_fit_options(data):
+    options = {"map_wide": {"method": "map", "prior_std": 0.5, "epochs": 2, "batch_size": 100},
+               "bbh": {"train_samples": 3}}  # options of registry methods not run are allowed
+    runs = mnist.train_methods(["map_wide"], small_target(), data.train.x[:200], data.train.y[:200],
+                               epochs=1, batch_size=50, options=options)
+    run = runs["map_wide"]
+    assert run.method_name == "map" and run.label == "map_wide"
+    assert run.method.prior_std == 0.5
+    assert [record["step"] for record in run.history] == [2, 4]  # 2 epochs of 2 batches of 100
+
+
+def test_train_methods_refuses_bad_input(data):
+    x, y = data.train.x[:50], data.train.y[:50]
+    kwargs = dict(epochs=1, batch_size=50)
+    with pytest.raises(ValueError, match="method must be one of"):
+        mnist.train_methods(["mapp"], small_target(), x, y, **kwargs)
+    with pytest.raises(ValueError, match="lists a run twice"):
+        mnist.train_methods(["map", "map"], small_target(), x, y, **kwargs)
+    with pytest.raises(ValueError, match="non-empty list"):
+        mnist.train_methods("map", small_target(), x, y, **kwargs)
+    with pytest.raises(ValueError, match=r"options name runs \['mc_dropuot'\]"):
+        mnist.train_methods(["map"], small_target(), x, y, options={"mc_dropuot": {}}, **kwargs)
+    with pytest.raises(ValueError, match="target must be one of"):
+        mnist.train_methods(["map"], "lenet5", x, y, **kwargs)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bad_option'"):
+        mnist.train_methods(["map"], small_target(), x, y, options={"map": {"bad_option": 1}},
+                            **kwargs)
+
+
+def test_predict_probs_caps_samples_and_is_seeded(trained, data):
+    x = data.test.x[:20]
+    assert mnist.predict_probs(trained["map"], x, 7).shape == (1, 20, 10)
+    assert mnist.predict_probs(trained["ensemble"], x, 7).shape == (3, 20, 10)
+    assert mnist.predict_probs(trained["ensemble"], x, 2).shape == (2, 20, 10)
+    dropout = mnist.predict_probs(trained["mc_dropout"], x, 7, seed=1)
+    assert dropout.shape == (7, 20, 10)
+    assert torch.equal(dropout, mnist.predict_probs(trained["mc_dropout"], x, 7, seed=1))
+    assert not torch.equal(dropout, mnist.predict_probs(trained["mc_dropout"], x, 7, seed=2))
+    assert mnist.n_distinct_nets(trained["mc_dropout"].method, 7) == 7
+    with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
+        mnist.predict_probs(trained["map"], x, 0)
+
+
+def test_evaluate_methods_agrees_with_the_metrics(trained, data):
+    table = mnist.evaluate_methods(trained, data.test.x, data.test.y, data.outliers.x,
+                                   n_samples=5, seed=4)
+    assert list(table.columns) == ["method", "label", "n_nets", "error_pct", "entropy_auc_in",
+                                   "entropy_auc_out", "nll", "ece", "brier", "train_time_s"]
+    assert list(table["n_nets"]) == [1, 5, 3]
+    row = table.set_index("method").loc["mc_dropout"]
+    probs_in = mnist.predict_probs(trained["mc_dropout"], data.test.x, 5, seed=4)
+    probs_out = mnist.predict_probs(trained["mc_dropout"], data.outliers.x, 5, seed=4)
+    assert row["error_pct"] == pytest.approx(100 * (1 - metrics.accuracy(probs_in, data.test.y)))
+    assert row["entropy_auc_out"] == pytest.approx(metrics.entropy_auc(probs_out))
+    assert row["nll"] == pytest.approx(metrics.nll(probs_in, data.test.y))
+    # A trained classifier is more confident on digits than on letters.
+    assert (table["entropy_auc_in"] > table["entropy_auc_out"]).all()
+    assert (table["error_pct"] < 40).all()
+
+
+def test_single_hypernet_options_and_architecture_rows():
+    options = mnist.single_hypernet_options({"bbh": {"train_samples": 3, "per_layer": True},
+                                             "map": {"prior_std": 2.0}}, {"n_chunks": 130})
+    assert options == {"train_samples": 3, "method": "bbh", "per_layer": False, "n_chunks": 130}
+    assert mnist.single_hypernet_options(None, None) == {"method": "bbh", "per_layer": False}
+    results = pd.DataFrame({"method": ["map", "bbh"], "label": ["MAP", "Bayes by Hypernet"],
+                            "error_pct": [1.0, 2.0]})
+    single = pd.DataFrame({"method": ["bbh_single"], "label": ["x"], "error_pct": [3.0]})
+    rows = mnist.architecture_results(results, single)
+    assert list(rows["method"]) == ["bbh_single", "bbh_layerwise"]
+    assert list(rows["error_pct"]) == [3.0, 2.0]
+    assert rows["label"].iloc[1] == "Bayes by Hypernet, layer-wise hypernetworks"
+    with pytest.raises(ValueError, match="one 'bbh' row"):
+        mnist.architecture_results(results[results["method"] == "map"], single)
+
+
+def test_single_hypernet_variant_trains(data):
+    options = {"bbh_single": mnist.single_hypernet_options({"bbh": {"train_samples": 2}},
+                                                           {"n_chunks": 20})}
+    runs = mnist.train_methods(["bbh_single"], small_target(), data.train.x[:100],
+                               data.train.y[:100], epochs=1, batch_size=50, options=options)
+    run = runs["bbh_single"]
+    assert run.method_name == "bbh" and not run.method.per_layer
+    assert run.label == "Bayes by Hypernet, single hypernetwork"
+    assert mnist.predict_probs(run, data.test.x[:10], 4).shape == (4, 10, 10)
+    # The architecture options reach the constructor: too many chunks is refused there.
+    options["bbh_single"]["n_chunks"] = 10**9
+    with pytest.raises(ValueError, match="n_chunks"):
+        mnist.train_methods(["bbh_single"], small_target(), data.train.x[:50], data.train.y[:50],
+                            epochs=1, batch_size=50, options=options)
+
+
+def test_ood_table_scores_follow_their_meaning():
+    confident = torch.full((3, 4, 10), 0.01).index_fill(2, torch.tensor([0]), 0.91)
+    agreeing_uniform = torch.full((3, 4, 10), 0.1)
+    disagreeing = torch.stack([torch.roll(confident[0], k, dims=-1) for k in range(3)])
+    # Uniform outliers: entropy and max probability catch them, BALD and std (nets agree) do not.
+    table = mnist.ood_table(confident, agreeing_uniform).set_index("score")
+    assert list(table.index) == ["entropy", "bald", "max_prob", "std"]
+    assert list(table.columns) == list(mnist.OOD_METRICS)
+    assert table.loc["entropy", "auroc"] == 1.0 and table.loc["max_prob", "auroc"] == 1.0
+    assert table.loc["bald", "auroc"] == 0.5 and table.loc["std", "auroc"] == 0.5
+    # Outliers on which the nets disagree: BALD and std catch them too.
+    table = mnist.ood_table(confident, disagreeing).set_index("score")
+    assert (table["auroc"] == 1.0).all() and (table["fpr95"] == 0.0).all()
+
+
+def test_anomaly_detection_tables(trained, data):
+    x_in, x_out = data.test.x[:60], data.outliers.x[:60]
+    results = mnist.anomaly_detection(trained, x_in, x_out, n_nets=(4, 2), n_points=50, seed=5)
+    assert list(results.entropy_auc["n_nets"]) == [2, 4] * 3
+    assert list(results.entropy_auc["n_nets_used"]) == [1, 1, 2, 4, 2, 3]
+    assert len(results.ecdf) == 3 * 2 * 2 * 50
+    assert set(results.ecdf["data"]) == {"in", "out"}
+    assert results.ecdf.groupby(["method", "data", "n_nets"])["cdf"].apply(
+        lambda cdf: cdf.is_monotonic_increasing and cdf.iloc[-1] == 1.0).all()
+    # The curves for k nets use the first k of the drawn nets.
+    probs_out = mnist.predict_probs(trained["mc_dropout"], x_out, 4, seed=5)
+    row = results.entropy_auc.set_index(["method", "n_nets"]).loc[("mc_dropout", 2)]
+    assert row["entropy_auc_out"] == pytest.approx(metrics.entropy_auc(probs_out[:2]))
+    ood = results.ood
+    assert len(ood) == 3 * 4 and list(ood["n_nets_used"].unique()) == [1, 4, 3]
+    map_rows = ood[ood["method"] == "map"].set_index("score")
+    assert map_rows.loc["bald", "auroc"] == 0.5  # one net: no disagreement to score
+    assert map_rows.loc["entropy", "auroc"] > 0.7  # letters look unlike digits to a trained MLP
+    with pytest.raises(ValueError, match="n_nets must list integers >= 1"):
+        mnist.anomaly_detection(trained, x_in, x_out, n_nets=(0, 3))
+
+
+def test_held_out_split_renumbers_the_labels(data):
+    x, y, outliers = mnist.held_out_split(data.test, 3)
+    assert len(x) + len(outliers) == len(data.test)
+    assert len(outliers) == int((data.test.y == 3).sum())
+    assert sorted(y.unique().tolist()) == list(range(9))
+    assert torch.equal(y, data.test.y[data.test.y != 3] - (data.test.y[data.test.y != 3] > 3).long())
+    with pytest.raises(ValueError, match=r"held_out must be a class index in \[0, 9\]"):
+        mnist.held_out_split(data.test, 10)
+
+
+def test_held_out_class_experiment(data):
+    results = mnist.held_out_class_experiment(["map", "mc_dropout"], data.train, data.test,
+                                              held_out_classes=[0, 7], epochs=2, batch_size=50,
+                                              n_samples=3, hidden=(32,), seed=0)
+    assert len(results) == 2 * 2 * 4
+    assert list(results.columns) == ["held_out", "method", "label", "error_pct", "score",
+                                     *mnist.OOD_METRICS]
+    assert (results["error_pct"] < 60).all()
+    mean = mnist.mean_over_held_out(results)
+    assert len(mean) == 2 * 4 and (mean["n_held_out"] == 2).all()
+    entropy = results[(results["method"] == "map") & (results["score"] == "entropy")]
+    row = mean[(mean["method"] == "map") & (mean["score"] == "entropy")].iloc[0]
+    assert row["auroc"] == pytest.approx(entropy["auroc"].mean())
+    with pytest.raises(ValueError, match="held_out_classes must be a non-empty list"):
+        mnist.held_out_class_experiment(["map"], data.train, data.test, held_out_classes=3,
+                                        epochs=1, batch_size=50, n_samples=1)
+
+
+def test_figures(trained, data):
+    table = pd.DataFrame({"method": ["map", "bbh"], "error_pct": [1.0, 2.0],
+                          "entropy_auc_in": [0.9, 0.95], "entropy_auc_out": [0.6, 0.5]})
+    from hypernets.published import compare_with_published
+
+    fig = mnist.plot_comparison(compare_with_published(table, "mnist"), ["error_pct", "entropy_auc_out"])
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "error_pct"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["published", "ours"]
+    plt.close(fig)
+    results = mnist.anomaly_detection(trained, data.test.x[:30], data.outliers.x[:30],
+                                      n_nets=(1, 2, 3), n_points=20)
+    fig = mnist.plot_entropy_ecdfs(results.ecdf, out_name="notMNIST")
+    assert len(fig.axes) == 2 * 3
+    assert [ax.get_title() for ax in fig.axes[::3]] == ["MNIST test, 1 nets", "notMNIST, 1 nets"]
+    assert len(fig.axes[0].get_lines()) == 3  # one curve per method
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["MAP", "MC dropout",
+                                                                  "Deep ensemble"]
+    plt.close(fig)
+    fig = mnist.plot_ood_scores(results.ood, "aupr_out")
+    assert fig.axes[0].get_xlabel() == "aupr_out"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        mnist.plot_ood_scores(results.ood, "accuracy")
+    assert math.isclose(results.ecdf["entropy"].max(), math.log(10))
