@@ -8,21 +8,15 @@ list of tokens:
 
 - ``loop``: a Python loop over the S nets, each through ``forward_single`` (the reference).
 - ``vmap``: ``torch.func.vmap`` over ``forward_single``.
-- ``batched``: the target's own batched call (grouped convolution over the S nets).
+- ``batched``: the target's own batched call, ``target(params, x)``.
 - ``compile``: ``torch.compile`` of the batched loss (generator, target, cross-entropy).
 - ``bf16``: the batched loss under bfloat16 autocast.
-- ``grouped``: a prototype of a faster batched forward, not (yet) in the library: the first
-  convolution, whose input all S nets share, runs as ONE dense convolution with S * C_out
-  filters, and activations stay in the grouped layout [B, S * C, H, W] from there to the
-  flatten, so no transposes or copies of the S copies of the input are made.
-- ``nhwc`` (with ``grouped``): the grouped layout in channels-last memory format.
 
-``compile``, ``bf16``, ``grouped`` and ``nhwc`` combine with each other (e.g.
-``compile+bf16+grouped+nhwc``) and imply the batched step. Each (mode, S) is warmed up (compilation included), then timed
-per step (CUDA events on the GPU); the table gives the median. Random inputs suffice for
-timing. The FLOP count is analytic: 2 FLOP per multiply-accumulate of every convolution and
-linear layer in the forward, times 3 for forward plus backward (the backward costs about twice
-the forward).
+``compile`` and ``bf16`` combine (``compile+bf16``) and imply the batched step. Each (mode, S)
+is warmed up (compilation included), then timed per step (CUDA events on the GPU); the table
+gives the median. Random inputs suffice for timing. The FLOP count is analytic: 2 FLOP per
+multiply-accumulate of every convolution and linear layer in the forward, times 3 for forward
+plus backward (the backward costs about twice the forward).
 
 Usage::
 
@@ -39,7 +33,7 @@ import re
 import statistics
 import subprocess
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hypernets.targets import (Activation, Conv2d, Flatten, Linear, MaxPool2d, Params,
-                               TargetNet, get_target)
+from hypernets.targets import Conv2d, Linear, TargetNet, get_target
 
 REPO = Path(__file__).resolve().parents[1]
-TOKENS = ("loop", "vmap", "batched", "compile", "bf16", "grouped", "nhwc")
-BATCHED_MODIFIERS = {"compile", "bf16", "grouped", "nhwc"}
+TOKENS = ("loop", "vmap", "batched", "compile", "bf16")
+BATCHED_MODIFIERS = {"compile", "bf16"}
 
 
 @dataclass(frozen=True)
@@ -62,8 +55,6 @@ class Mode:
     runner: str  # "loop", "vmap" or "batched"
     compile: bool = False
     bf16: bool = False
-    grouped: bool = False
-    nhwc: bool = False
 
 
 def parse_mode(name: str) -> Mode:
@@ -76,10 +67,8 @@ def parse_mode(name: str) -> Mode:
     if len(runners) > 1 or (runners and runners[0] != "batched" and modifiers):
         raise ValueError(f"mode {name!r}: {sorted(BATCHED_MODIFIERS)} apply to the batched "
                          "step only, and one of loop, vmap, batched at most")
-    if "nhwc" in modifiers and "grouped" not in modifiers:
-        raise ValueError(f"mode {name!r}: nhwc is a layout of the grouped forward; add grouped")
     return Mode(name, runners[0] if runners else "batched", "compile" in modifiers,
-                "bf16" in modifiers, "grouped" in modifiers, "nhwc" in modifiers)
+                "bf16" in modifiers)
 
 
 class HyperGenerator(nn.Module):
@@ -98,43 +87,6 @@ class HyperGenerator(nn.Module):
 
     def forward(self, noise: Tensor) -> Tensor:
         return self.net(noise)
-
-
-def grouped_forward(target: TargetNet, params: Params, x: Tensor,
-                    channels_last: bool = False) -> Tensor:
-    """All S nets with activations in the grouped layout [B, S * C, H, W] until the flatten.
-
-    Supports targets that start with Conv2d / Activation / MaxPool2d layers, then Flatten,
-    then anything with a batched forward. Equals ``target(params, x)`` for shared x [B, ...].
-    """
-    n_samples = target.check_params(params)
-    batch = x.shape[0]
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    h, first_conv, layers = x.contiguous(memory_format=memory_format), True, list(target.layers)
-    while layers and not isinstance(layers[0][1], Flatten):
-        layer_name, layer = layers.pop(0)
-        if isinstance(layer, Conv2d):
-            weight = params[f"{layer_name}.weight"]
-            weight = weight.reshape(n_samples * layer.out_channels, *weight.shape[2:])
-            weight = weight.contiguous(memory_format=memory_format)
-            bias = params[f"{layer_name}.bias"].reshape(-1) if layer.bias else None
-            # The shared input needs no groups: one dense conv with S * C_out filters.
-            h = F.conv2d(h, weight, bias, stride=layer.stride, padding=layer.padding,
-                         groups=1 if first_conv else n_samples)
-            first_conv = False
-        elif isinstance(layer, (Activation, MaxPool2d)):
-            h = layer.forward_single({}, h)  # per channel: the layout does not matter
-        else:
-            raise ValueError(f"grouped_forward: unsupported layer {layer_name} "
-                             f"({type(layer).__name__}) before the flatten")
-    if not layers:
-        raise ValueError(f"grouped_forward: {target.name} has no Flatten layer")
-    layers.pop(0)  # the Flatten: [B, S * C, H, W] -> [S, B, C * H * W]
-    h = h.reshape(batch, n_samples, -1).transpose(0, 1)
-    for layer_name, layer in layers:
-        local = {k: params[f"{layer_name}.{k}"] for k in layer.param_shapes()}
-        h = layer.forward_batched(local, h)
-    return h
 
 
 def forward_macs(target: TargetNet) -> int:
@@ -172,8 +124,6 @@ def make_step(mode: Mode, target: TargetNet, generator: HyperGenerator,
                                 for s in range(n_samples)])
         if mode.runner == "vmap":
             return torch.func.vmap(target.forward_single, in_dims=(0, None))(params, x)
-        if mode.grouped:
-            return grouped_forward(target, params, x, channels_last=mode.nhwc)
         return target(params, x)
 
     def loss_of(noise: Tensor) -> Tensor:
@@ -223,17 +173,6 @@ def time_steps(step, device: torch.device, warmup: int, repeats: int) -> tuple[l
     return times, warmup_s
 
 
-@contextmanager
-def full_fp32():
-    """TF32 off for convolutions and matrix products: its ~1e-3 rounding would hide a bug."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def git_commit() -> tuple[str, bool | None]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
@@ -261,8 +200,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samples", type=int, nargs="+", default=[1, 10, 32, 100])
     parser.add_argument("--modes", nargs="+", default=None,
-                        help="default: loop vmap batched, plus on CUDA bf16, compile, "
-                             "compile+bf16 and compile+bf16+grouped")
+                        help="default: loop vmap batched, plus on CUDA bf16, compile and "
+                             "compile+bf16")
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -289,19 +228,13 @@ def parse_args(argv=None):
 
 def run_configuration(mode: Mode, n_samples: int, target: TargetNet, args,
                       device: torch.device) -> dict:
-    """Build a fresh generator and optimiser, check, warm up and time one (mode, S)."""
+    """Build a fresh generator and optimiser, warm up and time one (mode, S)."""
     torch.manual_seed(args.seed)
     generator = HyperGenerator(target.num_params, args.noise_dim, args.hidden).to(device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, fused=device.type == "cuda")
     x = torch.randn(args.batch_size, *target.input_shape, device=device)
     y = torch.randint(0, target.n_outputs, (args.batch_size,), device=device)
     step = make_step(mode, target, generator, optimizer, x, y, n_samples, args.compile_mode)
-    if mode.grouped:  # the prototype must compute what the library computes
-        with torch.no_grad(), full_fp32():
-            params = target.unflatten(generator(torch.randn(n_samples, args.noise_dim,
-                                                            device=device)))
-            torch.testing.assert_close(grouped_forward(target, params, x, mode.nhwc),
-                                       target(params, x), rtol=1e-3, atol=1e-4)
     times, warmup_s = time_steps(step, device, args.warmup, args.repeats)
     target_gflop = 3 * 2 * forward_macs(target) * args.batch_size * n_samples / 1e9
     gflop = target_gflop + 3 * 2 * generator_macs(generator) * n_samples / 1e9
@@ -321,7 +254,7 @@ def main(argv=None):
     if args.modes is None:
         args.modes = ["loop", "vmap", "batched"]
         if device.type == "cuda":
-            args.modes += ["bf16", "compile", "compile+bf16", "compile+bf16+grouped"]
+            args.modes += ["bf16", "compile", "compile+bf16"]
     modes = [parse_mode(m) for m in args.modes]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
