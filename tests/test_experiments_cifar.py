@@ -30,7 +30,7 @@ def tiny_resnet():
 @functools.lru_cache(maxsize=1)
 def trained_runs():
     data = small_data()
-    return cifar.train_methods(["map", "ensemble", "bbb"], tiny_resnet(), data.train.x,
+    return mnist.train_methods(["map", "ensemble", "bbb"], tiny_resnet(), data.train.x,
                                data.train.y, epochs=2, batch_size=20,
                                transform=cifar.RandomCropFlip(), seed=0,
                                options={"ensemble": {"n_members": 2}})
@@ -146,42 +146,12 @@ def test_train_methods_applies_the_augmentation_to_every_batch():
         seen.append(tuple(x.shape))
         return cifar.RandomCropFlip()(x, generator)
 
-    trained = cifar.train_methods(["map"], tiny_resnet(), data.train.x, data.train.y, epochs=2,
+    trained = mnist.train_methods(["map"], tiny_resnet(), data.train.x, data.train.y, epochs=2,
                                   batch_size=25, transform=recording, seed=0)
     assert seen == [(25, 3, 32, 32), (25, 3, 32, 32), (10, 3, 32, 32)] * 2
     run = trained["map"]
     assert isinstance(run, mnist.TrainedMethod) and run.label == "MAP"
     assert len(run.history) == 2 and run.train_time_s > 0
-
-
-def test_train_methods_without_augmentation_matches_the_mnist_chapter():
-    data = small_data()
-    x, y = cifar.centre_crop(data.train.x), data.train.y
-    options = {"ensemble": {"n_members": 2, "epochs": 1}}
-    ours = cifar.train_methods(["map", "ensemble"], tiny_resnet(), x, y, epochs=2, batch_size=20,
-                               seed=1, options=options)
-    theirs = mnist.train_methods(["map", "ensemble"], tiny_resnet(), x, y, epochs=2,
-                                 batch_size=20, seed=1, options=options)
-    for name in ("map", "ensemble"):
-        assert len(ours[name].history) == len(theirs[name].history)
-        for a, b in zip(ours[name].method.parameters(), theirs[name].method.parameters()):
-            assert torch.equal(a, b)
-    assert len(ours["ensemble"].history) == 1
-
-
-def test_train_methods_checks_runs_and_options():
-    data = small_data()
-    x, y = data.train.x, data.train.y
-    with pytest.raises(ValueError, match="non-empty"):
-        cifar.train_methods([], tiny_resnet(), x, y, epochs=1, batch_size=20)
-    with pytest.raises(ValueError, match="twice"):
-        cifar.train_methods(["map", "map"], tiny_resnet(), x, y, epochs=1, batch_size=20)
-    with pytest.raises(ValueError, match="neither"):
-        cifar.train_methods(["map"], tiny_resnet(), x, y, epochs=1, batch_size=20,
-                            options={"mpa": {}})
-    with pytest.raises(ValueError, match="method must be one of"):
-        cifar.train_methods(["variant"], tiny_resnet(), x, y, epochs=1, batch_size=20,
-                            options={"variant": {"method": "nope"}})
 
 
 # -- evaluation ---------------------------------------------------------------------------------

@@ -15,10 +15,8 @@ entropy, and the training time.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -29,16 +27,8 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.adversarial import PixelRange
 from hypernets.data import CIFAR10_MEAN, CIFAR10_STD, ImageData, load_cifar5
-from hypernets.experiments.mnist import (
-    FIT_OPTIONS,
-    TrainedMethod,
-    classification_row,
-    predict_probs,
-)
-from hypernets.likelihoods import Categorical
-from hypernets.methods.registry import METHODS, make_method
+from hypernets.experiments.mnist import TrainedMethod, classification_row, predict_probs
 from hypernets.targets import TargetNet, cifar_resnet, get_target
-from hypernets.training import fit
 
 __all__ = [
     "CROP_SIZE",
@@ -51,7 +41,6 @@ __all__ = [
     "load_data",
     "make_target",
     "plot_entropy_cdfs",
-    "train_methods",
 ]
 
 #: Side of the square crops the ResNet sees, in training and at test time.
@@ -182,59 +171,6 @@ def make_target(units_per_stage: int = _DEFAULT_UNITS_PER_STAGE) -> TargetNet:
     if units_per_stage == _DEFAULT_UNITS_PER_STAGE:
         return get_target("cifar_resnet")
     return cifar_resnet(units_per_stage=units_per_stage, input_size=CROP_SIZE)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def train_methods(methods: Sequence[str], target: TargetNet, x: Tensor, y: Tensor, *, epochs: int,
-                  batch_size: int, transform=None, device: str | torch.device = "cpu",
-                  seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
-                  progress: bool = False) -> dict[str, TrainedMethod]:
-    """Train every run of ``methods`` on (x, y) with the augmentation ``transform``.
-
-    The same contract as :func:`hypernets.experiments.mnist.train_methods` (run names, options
-    with :data:`~hypernets.experiments.mnist.FIT_OPTIONS`, seeding, wall time with GPU work
-    included), plus ``transform``, which :func:`hypernets.training.fit` applies to every
-    mini-batch (e.g. :class:`RandomCropFlip`).
-    """
-    if isinstance(methods, str) or not methods:
-        raise ValueError(f"methods must be a non-empty list of run names, got {methods!r}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods lists a run twice: {list(methods)}")
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"options name runs {unknown} that are neither in methods {list(methods)} "
-                         f"nor registry methods {sorted(METHODS)}")
-    device = torch.device(device)
-    trained = {}
-    for name in methods:
-        run_options = dict(options.get(name) or {})
-        fit_settings = {key: run_options.pop(key) for key in FIT_OPTIONS if key in run_options}
-        method_name = fit_settings.get("method", name)
-        if method_name not in METHODS:
-            raise ValueError(f"run {name!r}: method must be one of {sorted(METHODS)}, got "
-                             f"{method_name!r}")
-        torch.manual_seed(seed)
-        method = make_method(method_name, target, Categorical(), **run_options)
-        _synchronize(device)
-        started = time.perf_counter()
-        history = fit(method, x, y, epochs=fit_settings.get("epochs", epochs),
-                      batch_size=fit_settings.get("batch_size", batch_size),
-                      lr=fit_settings.get("lr"), device=device, seed=seed, progress=progress,
-                      transform=transform)
-        _synchronize(device)
-        trained[name] = TrainedMethod(name, method_name, method, time.perf_counter() - started,
-                                      history)
-    return trained
 
 
 # ---------------------------------------------------------------------------------------------

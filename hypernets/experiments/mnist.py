@@ -128,14 +128,16 @@ def _synchronize(device: torch.device) -> None:
 
 def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *, epochs: int,
                  batch_size: int, device: str | torch.device = "cpu", seed: int = 0,
-                 options: Mapping[str, Any] | None = None, progress: bool = False) -> TrainedMethod:
+                 options: Mapping[str, Any] | None = None, transform=None,
+                 progress: bool = False) -> TrainedMethod:
     """Build run ``name`` with its paper defaults and ``options``, train it with :func:`fit`.
 
     ``options`` go to the method's constructor, except :data:`FIT_OPTIONS`: ``method`` (the
     registry name; default ``name``), and ``lr``, ``epochs``, ``batch_size`` that override the
     training settings for this run. The global RNG is seeded with ``seed`` before the method
     is built, so each run's initialisation does not depend on the runs before it.
-    ``train_time_s`` is the wall time of :func:`fit` (GPU work included).
+    ``transform`` augments every mini-batch (see :func:`fit`). ``train_time_s`` is the wall
+    time of :func:`fit` (GPU work included).
     """
     options = dict(options or {})
     method_name = options.pop("method", name)
@@ -151,14 +153,14 @@ def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *, ep
     _synchronize(device)
     started = time.perf_counter()
     history = fit(method, x, y, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                  seed=seed, progress=progress)
+                  seed=seed, transform=transform, progress=progress)
     _synchronize(device)
     return TrainedMethod(name, method_name, method, time.perf_counter() - started, history)
 
 
 def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y: Tensor, *,
                   epochs: int, batch_size: int, device: str | torch.device = "cpu", seed: int = 0,
-                  options: Mapping[str, Mapping[str, Any]] | None = None,
+                  options: Mapping[str, Mapping[str, Any]] | None = None, transform=None,
                   progress: bool = False) -> dict[str, TrainedMethod]:
     """Train every run of ``methods`` on (x, y) one after the other: run name -> TrainedMethod.
 
@@ -178,7 +180,7 @@ def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y:
     target = _target(target)
     return {name: train_method(name, target, x, y, epochs=epochs, batch_size=batch_size,
                                device=device, seed=seed, options=options.get(name),
-                               progress=progress)
+                               transform=transform, progress=progress)
             for name in methods}
 
 

@@ -16,15 +16,39 @@ from hypernets.methods.hypergan import (CRITIC_LR_RATIO, MIXER_LR_RATIO, LayerGe
 from hypernets.targets import Params, TargetNet
 
 
+def standardise_one_hot(one_hot: Tensor) -> Tensor:
+    """One-hot codes [S, K] of a uniform category -> each coordinate with mean 0, variance 1.
+
+    A coordinate of a uniform one-hot has mean 1/K and variance (1/K)(1 - 1/K) (0.09 for
+    K = 10); after this map it is on the same footing as a coordinate of N(0, I) noise.
+    """
+    n_categories = one_hot.shape[1]
+    mean = 1.0 / n_categories
+    return (one_hot - mean) / math.sqrt(mean * (1.0 - mean))
+
+
 class StatisticsNetwork(nn.Module):
-    """MINE's T(z, c): latent [S, L] and one-hot [S, K] -> a score [S] (ReLU MLP)."""
+    """MINE's T(z, c): latent [S, L] and one-hot [S, K] -> a score [S] (ReLU MLP).
+
+    The inputs are standardised before the MLP: the latent per coordinate with the mean and
+    variance of the S samples at hand (``F.batch_norm`` without running statistics or
+    learnable scale), the one-hot with :func:`standardise_one_hot`. Why: the task moves the
+    mixer output's mean, shared by all samples, far more than its spread across samples
+    (which alone carries c); on the raw latent that shift kills T's ReLUs (see
+    :class:`HyperGANMI`). A per-coordinate affine map is invertible, so I(z; c) is unchanged;
+    the joint and the shuffled marginal pairs share z and so share the map. Needs S >= 2.
+    """
 
     def __init__(self, latent_dim: int, n_categories: int, hidden: tuple[int, ...]):
         super().__init__()
         self.net = mlp_block([latent_dim + n_categories, *hidden, 1], nn.ReLU)
 
     def forward(self, latent: Tensor, one_hot: Tensor) -> Tensor:
-        return self.net(torch.cat([latent, one_hot], dim=1)).squeeze(1)
+        if latent.shape[0] < 2:
+            raise ValueError("the statistics network standardises the latent with the statistics"
+                             f" of the samples, so it needs at least 2, got {latent.shape[0]}")
+        standardised = F.batch_norm(latent, None, None, training=True)
+        return self.net(torch.cat([standardised, standardise_one_hot(one_hot)], dim=1)).squeeze(1)
 
 
 def _log_mean_exp(t: Tensor) -> Tensor:
@@ -137,7 +161,7 @@ class HyperGANMI(Method):
             raise ValueError(f"one_hot must have shape [{n_samples}, {self.n_categories}], "
                              f"got {tuple(one_hot.shape)}")
         noise = torch.randn(n_samples, self.noise_dim, device=self.device)
-        return self.mixer(torch.cat([noise, one_hot], dim=1))
+        return self.mixer(torch.cat([noise, standardise_one_hot(one_hot)], dim=1))
 
     def sample_params(self, n_samples: int) -> Params:
         return self.generators(self.codes(n_samples))
