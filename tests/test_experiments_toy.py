@@ -1,0 +1,149 @@
+"""The cubic-toy chapter's library: settings, training, std tables against NUTS, figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hypernets.data import toy_regression  # noqa: E402
+from hypernets.experiments import toy  # noqa: E402
+from hypernets.likelihoods import Gaussian  # noqa: E402
+from hypernets.methods.bayes_by_backprop import BayesByBackprop  # noqa: E402
+from hypernets.targets import get_target  # noqa: E402
+
+TINY_NUTS = {"num_chains": 2, "warmup_steps": 10, "num_samples": 10, "max_tree_depth": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    [result] = toy.run_toy([(3.0, "toy_bbh")], ["map", "ensemble", "bbb"], steps=5, n_samples=7, nuts=TINY_NUTS,
+                           options={"ensemble": {"n_members": 3}, "bbb": {"lr": 1e-2, "steps": 8}})
+    return result
+
+
+def test_settings_pair_noise_levels_with_targets():
+    assert toy.toy_settings([3, 9.0], ["toy_hypergan", "toy_bbh"]) == [(3.0, "toy_hypergan"), (9.0, "toy_bbh")]
+    with pytest.raises(ValueError, match="same length"):
+        toy.toy_settings([3.0, 9.0], ["toy_bbh"])
+    with pytest.raises(ValueError, match="noise std"):
+        toy.toy_settings([0.0], ["toy_bbh"])
+    with pytest.raises(ValueError, match="target must be one of"):
+        toy.toy_settings([3.0], ["toy_nonexistent"])
+
+
+def test_train_method_takes_fit_options_apart_from_constructor_options():
+    data = toy_regression(3.0)
+    run = toy.train_method("bbb", get_target("toy_bbh"), Gaussian(3.0), data.x, data.y, steps=4,
+                           options={"lr": 0.05, "steps": 6, "init_std": 0.2})
+    assert isinstance(run.method, BayesByBackprop)
+    assert run.method.init_std == 0.2
+    assert run.history[-1]["step"] == 6  # the run's own steps win
+    assert run.label == "Bayes by Backprop"
+    with pytest.raises(ValueError, match="method must be one of"):
+        toy.train_method("nope", get_target("toy_bbh"), Gaussian(3.0), data.x, data.y, steps=1)
+
+
+def test_training_is_reproducible_and_does_not_depend_on_earlier_runs():
+    data = toy_regression(3.0)
+    target = get_target("toy_bbh")
+    first = toy.train_method("map", target, Gaussian(3.0), data.x, data.y, steps=5)
+    torch.rand(10)  # consume global randomness in between
+    second = toy.train_method("map", target, Gaussian(3.0), data.x, data.y, steps=5)
+    for a, b in zip(first.method.parameters(), second.method.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_train_methods_refuses_bad_lists_and_unknown_options():
+    data = toy_regression(3.0)
+    target = get_target("toy_bbh")
+    with pytest.raises(ValueError, match="twice"):
+        toy.train_methods(["map", "map"], target, Gaussian(3.0), data.x, data.y, steps=1)
+    with pytest.raises(ValueError, match="not registry methods"):
+        toy.train_methods(["map"], target, Gaussian(3.0), data.x, data.y, steps=1, options={"mpa": {}})
+
+
+def test_run_toy_samples_every_method_and_the_reference(tiny_result):
+    grid = len(tiny_result.data.x_grid)
+    assert list(tiny_result.samples) == ["MAP", "Deep ensemble", "Bayes by Backprop", "NUTS"]
+    assert tiny_result.samples["MAP"].shape == (1, grid)  # one net, not copies
+    assert tiny_result.samples["Deep ensemble"].shape == (3, grid)
+    assert tiny_result.samples["Bayes by Backprop"].shape == (7, grid)
+    assert tiny_result.samples["NUTS"].shape == (2 * 10, grid)
+    assert tiny_result.trained["bbb"].history[-1]["step"] == 8
+
+
+def test_std_table_gives_ratios_to_the_reference():
+    grid = torch.linspace(-6, 6, 13).unsqueeze(1)
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(400, 13, generator=generator) * (1 + grid.T.abs())
+    samples = {"NUTS": reference, "twice": 2 * reference, "shifted": reference + 5.0,
+               "point": reference[:1]}
+    table = toy.std_table(samples, grid)
+    inside = grid[:, 0].abs() <= 4
+    ref_std = reference.std(0, correction=0)
+    assert table.loc["NUTS", "std in"] == pytest.approx(float(ref_std[inside].mean()), rel=1e-5)
+    assert table.loc["NUTS", "std out"] == pytest.approx(float(ref_std[~inside].mean()), rel=1e-5)
+    assert table.loc["twice", "std in / ref"] == pytest.approx(2.0, rel=1e-5)
+    assert table.loc["twice", "std out / ref"] == pytest.approx(2.0, rel=1e-5)
+    assert table.loc["shifted", "std in / ref"] == pytest.approx(1.0, rel=1e-5)
+    assert table.loc["point", "std out"] == 0.0
+    assert table.loc["NUTS", "out / in"] > 1  # the std grows away from the data by construction
+    with pytest.raises(ValueError, match="reference"):
+        toy.std_table({"twice": reference}, grid)
+    with pytest.raises(ValueError, match="beyond"):
+        toy.std_table(samples, torch.zeros(13, 1))
+
+
+def test_summary_and_convergence_tables(tiny_result):
+    summary = toy.summary_table([tiny_result])
+    assert summary.index.names == ["sigma", "target", "method"]
+    assert summary.loc[(3.0, "toy_bbh", "NUTS"), "std in / ref"] == pytest.approx(1.0)
+    assert summary.loc[(3.0, "toy_bbh", "MAP"), "std in"] == 0.0
+    convergence = toy.convergence_table([tiny_result])
+    assert list(convergence.index) == [(3.0, "toy_bbh", "weights"), (3.0, "toy_bbh", "f(x) on the grid")]
+    assert convergence.loc[(3.0, "toy_bbh", "weights"), "components"] == get_target("toy_bbh").num_params
+    assert (convergence["chains"] == 2).all()
+    assert {"max r_hat", "min ess", "divergences", "step size", "time (s)"} <= set(convergence.columns)
+    training = toy.training_table([tiny_result])
+    assert training.loc[(3.0, "toy_bbh", "Bayes by Backprop"), "steps"] == 8
+    assert training.loc[(3.0, "toy_bbh", "MAP"), "nll"] > 0
+
+
+def test_the_summary_is_reproducible_with_nuts_in_this_process_or_a_worker():
+    def run(nuts_processes):
+        results = toy.run_toy([(9.0, "toy_bbh"), (3.0, "toy_hypergan")], ["bbb"], steps=3, n_samples=5,
+                              nuts=TINY_NUTS, nuts_processes=nuts_processes, seed=1)
+        return results, toy.summary_table(results)
+
+    # Two independent runs, one with NUTS in a worker process: the same numbers.
+    first, table = run(0)
+    in_worker, worker_table = run(1)
+    pd.testing.assert_frame_equal(table, worker_table)
+    assert list(table.index.get_level_values("target").unique()) == ["toy_bbh", "toy_hypergan"]
+    for name, value in first[1].reference.params.items():
+        assert torch.equal(value, in_worker[1].reference.params[name])
+    with pytest.raises(ValueError, match="nuts_processes"):
+        toy.run_toy([(3.0, "toy_bbh")], ["bbb"], steps=1, n_samples=2, nuts=TINY_NUTS, nuts_processes=-1)
+
+
+def test_figures_have_a_panel_per_method_and_the_reference(tiny_result):
+    fig = toy.plot_toy(tiny_result, n_cols=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == list(tiny_result.samples)
+    assert len(fig.axes) == 6  # 4 panels on a 2 x 3 grid, 2 hidden
+    plt.close(fig)
+    fig = toy.plot_std_profiles(tiny_result)
+    # MAP has no spread to show.
+    assert [line.get_label() for line in fig.axes[0].get_lines()][:3] == ["Deep ensemble", "Bayes by Backprop", "NUTS"]
+    plt.close(fig)
+
+
+def test_options_table_lists_each_methods_settings():
+    table = toy.options_table(["map", "bbb"], {"bbb": {"lr": 0.01, "init_std": 0.1}, "bbh": {"lr": 1}})
+    assert table.loc["map", "options"] == ""
+    assert table.loc["bbb", "options"] == "lr=0.01, init_std=0.1"
+    assert list(table.index) == ["map", "bbb"]
