@@ -75,6 +75,21 @@ LEAKY_SLOPE = 0.1
 OUTPUT_GAIN = 0.1
 
 
+def _check_kl_inputs(samples: Tensor, prior_samples: Tensor) -> tuple[int, int, int]:
+    """Shapes [n, d] and [m, d] with n >= 2, m >= 1 -> (n, d, m)."""
+    if samples.dim() != 2 or prior_samples.dim() != 2:
+        raise ValueError(f"samples and prior_samples must be [n, d] and [m, d], got "
+                         f"{tuple(samples.shape)} and {tuple(prior_samples.shape)}")
+    n, d = samples.shape
+    m = prior_samples.shape[0]
+    if prior_samples.shape[1] != d:
+        raise ValueError(f"prior_samples must have d = {d} columns like samples, got "
+                         f"{prior_samples.shape[1]}")
+    if n < 2 or m < 1:
+        raise ValueError(f"need at least 2 samples and 1 prior sample, got n = {n}, m = {m}")
+    return n, d, m
+
+
 def nearest_neighbour_kl(samples: Tensor, prior_samples: Tensor) -> Tensor:
     """1-nearest-neighbour estimate of KL(q || p) from samples of q and of p.
 
@@ -86,16 +101,7 @@ def nearest_neighbour_kl(samples: Tensor, prior_samples: Tensor) -> Tensor:
     (Wang, Kulkarni & Verdú, 2009; Pérez-Cruz, 2008): consistent as n, m grow, with gradients
     through both distances. Written here because no maintained library offers it with autograd.
     """
-    if samples.dim() != 2 or prior_samples.dim() != 2:
-        raise ValueError(f"samples and prior_samples must be [n, d] and [m, d], got "
-                         f"{tuple(samples.shape)} and {tuple(prior_samples.shape)}")
-    n, d = samples.shape
-    m = prior_samples.shape[0]
-    if prior_samples.shape[1] != d:
-        raise ValueError(f"prior_samples must have d = {d} columns like samples, got "
-                         f"{prior_samples.shape[1]}")
-    if n < 2 or m < 1:
-        raise ValueError(f"need at least 2 samples and 1 prior sample, got n = {n}, m = {m}")
+    n, d, m = _check_kl_inputs(samples, prior_samples)
     # The direct (non-matmul) distance avoids cancellation between close, high-dimensional points.
     mode = "donot_use_mm_for_euclid_dist"
     to_prior = torch.cdist(samples, prior_samples, compute_mode=mode).min(dim=1).values
@@ -133,16 +139,7 @@ def per_weight_nearest_neighbour_kl(samples: Tensor, prior_samples: Tensor, *,
     through the [n, m, d] differences). The gradient reaches both ends of each distance, like
     a minimum's. Written here because no maintained library offers it with autograd.
     """
-    if samples.dim() != 2 or prior_samples.dim() != 2:
-        raise ValueError(f"samples and prior_samples must be [n, d] and [m, d], got "
-                         f"{tuple(samples.shape)} and {tuple(prior_samples.shape)}")
-    n, d = samples.shape
-    m = prior_samples.shape[0]
-    if prior_samples.shape[1] != d:
-        raise ValueError(f"prior_samples must have d = {d} columns like samples, got "
-                         f"{prior_samples.shape[1]}")
-    if n < 2 or m < 1:
-        raise ValueError(f"need at least 2 samples and 1 prior sample, got n = {n}, m = {m}")
+    n, d, m = _check_kl_inputs(samples, prior_samples)
     if not min_distance >= 0:
         raise ValueError(f"min_distance must be >= 0, got {min_distance}")
 
