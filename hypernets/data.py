@@ -37,12 +37,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from tqdm import TqdmWarning
-
-with warnings.catch_warnings():
-    # pooch imports tqdm.auto, which warns inside Jupyter without ipywidgets; we draw no bars.
-    warnings.simplefilter("ignore", TqdmWarning)
-    import pooch
+import pooch
 import torch
 from PIL import Image
 
