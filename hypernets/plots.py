@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 import torch
 
@@ -96,3 +97,22 @@ def plot_toy_data(toy: ToyRegression, ax: plt.Axes | None = None) -> plt.Axes:
     ax.set_title(f"$y = x^3 + \\varepsilon$, $\\varepsilon \\sim N(0, {toy.noise_std:g}^2)$")
     ax.legend(loc="upper left", frameon=False)
     return ax
+
+
+def metric_panels(data: pd.DataFrame, x: str, panels: dict[str, str], hue: str,
+                  xlabel: str) -> plt.Figure:
+    """One panel per metric column (``panels``: column -> title), one line per ``hue`` value."""
+    order = list(dict.fromkeys(data[hue]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharex=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, (column, title) in zip(axes, panels.items()):
+        sns.lineplot(data=data, x=x, y=column, hue=hue, hue_order=order, style=hue,
+                     style_order=order, markers=True, dashes=False, ax=ax,
+                     legend=ax is axes[-1])
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("")
+    axes[-1].legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig

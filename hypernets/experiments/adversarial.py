@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from torch import Tensor
 
 from hypernets.adversarial import PixelRange, attack_curve, fgsm
 from hypernets.data import MNIST_MEAN, MNIST_STD
 from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets
+from hypernets.plots import metric_panels
 from hypernets.published import compare_with_published
 
 __all__ = [
@@ -123,18 +123,7 @@ def clean_error_comparison(curves: pd.DataFrame) -> pd.DataFrame:
 
 def plot_adversarial_curves(curves: pd.DataFrame) -> plt.Figure:
     """The paper's robustness figure: accuracy, mean entropy and entropy AUC against epsilon."""
-    labels = list(dict.fromkeys(curves["label"]))
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8), sharex=True)
-    for ax, (column, title) in zip(axes, _CURVE_COLUMNS.items()):
-        sns.lineplot(data=curves, x="epsilon", y=column, hue="label", hue_order=labels,
-                     style="label", style_order=labels, markers=True, dashes=False, ax=ax,
-                     legend=ax is axes[-1])
-        ax.set_title(title)
-        ax.set_xlabel("FGSM budget ε (pixels)")
-        ax.set_ylabel("")
-    axes[-1].legend(fontsize="small", loc="best")
-    fig.tight_layout()
-    return fig
+    return metric_panels(curves, "epsilon", _CURVE_COLUMNS, "label", "FGSM budget ε (pixels)")
 
 
 def adversarial_examples(run: TrainedMethod, x: Tensor, y: Tensor,

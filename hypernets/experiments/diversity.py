@@ -37,7 +37,7 @@ from hypernets.data import ToyRegression
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods.base import Method
 from hypernets.methods.registry import make_method
-from hypernets.plots import plot_toy_data
+from hypernets.plots import metric_panels, plot_toy_data
 from hypernets.targets import TargetNet, get_target
 from hypernets.training import fit, predict
 
@@ -293,18 +293,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
 
 def plot_ablation(history: pd.DataFrame) -> plt.Figure:
     """Test accuracy (mean predictive, single nets) and diversity against the epoch, per variant."""
-    variants = list(dict.fromkeys(history["variant"]))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharex=True)
-    for ax, (column, title) in zip(axes, _ABLATION_COLUMNS.items()):
-        sns.lineplot(data=history, x="epoch", y=column, hue="variant", hue_order=variants,
-                     style="variant", style_order=variants, markers=True, dashes=False, ax=ax,
-                     legend=ax is axes[-1])
-        ax.set_title(title)
-        ax.set_ylabel("")
-        ax.set_xlabel("epoch (0: before training)")
-    axes[-1].legend(fontsize="small", loc="best")
-    fig.tight_layout()
-    return fig
+    return metric_panels(history, "epoch", _ABLATION_COLUMNS, "variant", "epoch (0: before training)")
 
 
 def plot_diversity_by_tensor(history: pd.DataFrame) -> plt.Figure:
