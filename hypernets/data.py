@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 import pooch
 import torch
 from PIL import Image
@@ -50,6 +51,8 @@ __all__ = [
     "DataError",
     "ToyRegression",
     "toy_regression",
+    "describe_images",
+    "describe_toys",
     "ImageData",
     "data_root",
     "load_mnist",
@@ -745,3 +748,21 @@ def load_cifar5(
             split, root, normalize, download, range(_CIFAR5_CLASSES_IN, 10), "CIFAR-5 outliers"
         )
     return _cifar_image_data(split, root, normalize, download, range(_CIFAR5_CLASSES_IN), "CIFAR-5")
+
+
+def describe_images(image_sets: Sequence[ImageData]) -> pd.DataFrame:
+    """One row per data set: name, split, size, classes, smallest/largest class, provenance."""
+    rows = []
+    for d in image_sets:
+        counts = d.y.unique(return_counts=True)[1]
+        rows.append({"data set": d.name, "split": d.split, "N": len(d), "classes": len(counts),
+                     "per class min": int(counts.min()), "per class max": int(counts.max()),
+                     "lossy": d.lossy, "source": d.source})
+    return pd.DataFrame(rows)
+
+
+def describe_toys(toys: Sequence[ToyRegression]) -> pd.DataFrame:
+    """One row per toy draw: noise level, size, input range, target mean and std."""
+    return pd.DataFrame({"noise std": t.noise_std, "N": len(t.x), "x min": t.x.min().item(),
+                         "x max": t.x.max().item(), "y mean": t.y.mean().item(),
+                         "y std": t.y.std().item()} for t in toys)

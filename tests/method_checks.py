@@ -7,6 +7,7 @@ import functools
 import torch
 
 from hypernets.data import load_mnist, toy_regression
+from hypernets.metrics import weight_norm_diversity
 from hypernets.targets import Activation, Conv2d, Flatten, Linear, MaxPool2d, TargetNet
 from hypernets.training import fit, predict
 
@@ -84,3 +85,9 @@ def mnist_tiny_conv():
         ("conv", Conv2d(1, 16, 5, stride=2)), ("act", Activation("relu")), ("pool", MaxPool2d(2)),
         ("flatten", Flatten()), ("fc", Linear(16 * 6 * 6, 10)),
     ], (1, 28, 28), 10)
+
+
+@torch.no_grad()
+def sample_diversity(method, n_samples: int = 100) -> float:
+    """HyperGAN's std/mean of per-tensor weight norms over ``n_samples`` sampled nets."""
+    return weight_norm_diversity(method.sample_params(n_samples))

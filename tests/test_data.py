@@ -534,3 +534,16 @@ def test_unusable_decode_cache_is_ignored_with_a_warning(tmp_path):
         assert data._read_decode_cache(cache) is None
     with pytest.warns(UserWarning, match="Could not write"):
         data._write_decode_cache(cache / "below-a-file.npz", good)
+
+
+def test_describe_tables_count_classes_and_keep_provenance():
+    images = data.ImageData(x=torch.zeros(5, 1, 2, 2), y=torch.tensor([0, 0, 1, 2, 2]), name="toyset",
+                            split="test", classes=("a", "b", "c"), source="made here", lossy=False,
+                            normalized=False)
+    table = data.describe_images([images])
+    assert table.loc[0, ["N", "classes", "per class min", "per class max"]].tolist() == [5, 3, 1, 2]
+    assert table.loc[0, "source"] == "made here"
+    toys = [data.toy_regression(noise_std=s, seed=1) for s in (3.0, 9.0)]
+    toy_table = data.describe_toys(toys)
+    assert toy_table["noise std"].tolist() == [3.0, 9.0]
+    assert toy_table.loc[1, "y std"] == pytest.approx(toys[1].y.std().item())

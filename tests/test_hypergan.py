@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import HyperGAN
 from hypernets.methods.hypergan import init_scales
-from hypernets.metrics import weight_norm_diversity
 from hypernets.targets import Flatten, Layer, TargetNet, get_target
 from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
-                           mnist_accuracy, mnist_tiny_conv, toy_rmse, toy_std_ratio)
+                           mnist_accuracy, mnist_tiny_conv, sample_diversity, toy_rmse,
+                           toy_std_ratio)
 
 # Paper widths (256 / 128 / 512) cost seconds per step on a CPU; the tests use narrow ones.
 SMALL = dict(noise_dim=32, code_dim=16, hidden=64)
@@ -45,10 +45,9 @@ def test_mnist_subset_accuracy():
 def test_eval_mode_samples_are_diverse_and_match_training_mode(toy_model):
     method, _ = toy_model
     method.eval()
-    with torch.no_grad():
-        eval_diversity = weight_norm_diversity(method.sample_params(100))
-        method.train()
-        train_diversity = weight_norm_diversity(method.sample_params(100))
+    eval_diversity = sample_diversity(method)
+    method.train()
+    train_diversity = sample_diversity(method)
     method.eval()
     assert eval_diversity > 0.01
     # Eval mode uses BatchNorm's running averages: the same distribution as in training.
