@@ -209,10 +209,23 @@ def _results_env(path: Path | None) -> Iterator[None]:
             os.environ[RESULTS_ENV] = previous
 
 
+#: Shown above the run table of every run that is not at the ``full`` profile: such a copy can
+#: stand in the book until the paper-scale run is committed, and must not be read as a result.
+PREVIEW_WARNING = """```{{warning}}
+**Preview, not a result.** This page was executed at the `{profile}` profile, not at `full`.
+The `smoke` profile is the tiny configuration that continuous integration re-executes to test
+the pipeline (a few hundred images, one or two epochs, a few sampled nets), so its numbers,
+tables and figures say nothing about the methods or the papers. The paper-scale run,
+`hypernets-run --profile full {name}` (made for a GPU), replaces this page once it is committed.
+```"""
+
+
 def run_info_markdown(plan: RunPlan, commit: str, wall_time_s: float, executed_at: str) -> str:
-    """The markdown cell placed at the top of an executed notebook."""
+    """The markdown cell placed at the top of an executed notebook (with a warning unless ``full``)."""
+    lines = [PREVIEW_WARNING.format(profile=plan.profile, name=plan.name), ""] if plan.profile != "full" else []
     return "\n".join(
-        [
+        lines
+        + [
             "| profile | device | seed | commit | wall time | executed |",
             "| --- | --- | --- | --- | --- | --- |",
             f"| `{plan.profile}` | `{plan.resolved['device']}` | `{plan.resolved['seed']}` | `{commit}` "

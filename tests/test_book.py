@@ -321,6 +321,17 @@ def test_plan_routes_smoke_to_references_and_full_to_the_book(tmp_path, runner_p
     assert full.command.startswith("hypernets-run --profile full --seed 4 ")
 
 
+def test_only_runs_below_full_are_marked_as_previews(tmp_path, runner_profiles, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    full = runner.run_info_markdown(runner.plan_run(notebook, "full", {}, None), "abc1234", 12.0, "2026-01-01")
+    smoke = runner.run_info_markdown(runner.plan_run(notebook, "smoke", {}, None), "abc1234", 1.0, "2026-01-01")
+    assert "Preview" not in full and full.startswith("| profile |")
+    assert smoke.startswith("```{warning}") and "`smoke` profile, not at `full`" in smoke
+    assert "| profile |" in smoke and "Rerun with `hypernets-run --profile smoke" in smoke
+
+
 def test_source_hash_ignores_outputs_ids_and_metadata_but_not_source_or_tags(tmp_path):
     path = _toy_notebook(tmp_path / "toy.ipynb")
     original = runner.source_sha256(path)
@@ -352,6 +363,7 @@ def test_runner_executes_records_and_nbval_catches_a_changed_number(tmp_path, ru
     info = executed.cells[1]
     assert info.cell_type == "markdown" and info.metadata["tags"] == [runner.RUN_INFO_TAG]
     assert "`smoke`" in info.source and "--seed 2" in info.source
+    assert "Preview, not a result" in info.source and "hypernets-run --profile full toy" in info.source
     assert executed.cells[0].source == "# Toy"
     checked = next(cell for cell in executed.cells if "nbval-check-output" in cell.metadata.get("tags", []))
     assert checked.outputs[0].text == "value 0.247\n"

@@ -1,10 +1,14 @@
 """Every notebook in notebooks/ follows the book's conventions and has a current smoke reference copy."""
 
+import json
+
 import nbformat
 import papermill
 import pytest
+import yaml
 
 from hypernets import book, runner
+from hypernets.book import PROJECT_ROOT
 
 SOURCES = runner.notebook_sources()
 REGENERATE = "regenerate it with `hypernets-run --profile smoke {name}` and commit tests/notebooks/{name}.ipynb"
@@ -62,3 +66,38 @@ def test_reference_copy_is_made_from_the_current_source(source):
     assert meta.get("source_sha256") == runner.source_sha256(source), (
         f"{reference} was made from an older version of {source.name}; {hint}"
     )
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((PROJECT_ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    return files
+
+
+def test_every_notebook_is_a_chapter_of_the_book_once():
+    notebook_entries = [file for file in _toc_files() if not (PROJECT_ROOT / f"{file}.md").exists()]
+    expected = sorted(f"book/{source.stem}" for source in SOURCES)
+    assert sorted(notebook_entries) == expected, (
+        "_toc.yml must list every notebook once, as book/<name> (the executed copy), and no other notebook"
+    )
+
+
+def test_book_copy_is_current_and_a_preview_says_so(source):
+    copy = runner.BOOK_DIR / source.name
+    hint = (f"run `hypernets-run --profile full {source.stem}` (or, until a full run exists, "
+            f"`hypernets-run --profile smoke --output-dir book {source.stem}`) and commit {copy}")
+    assert copy.is_file(), f"{source.name} has no executed copy in the book; {hint}"
+    executed = nbformat.read(str(copy), as_version=4)
+    meta = executed.metadata.get("hypernets", {})
+    assert meta.get("source_sha256") == runner.source_sha256(source), (
+        f"{copy} was made from an older version of {source.name}; {hint}"
+    )
+    info = next(cell for cell in executed.cells if runner.RUN_INFO_TAG in cell.metadata.get("tags", []))
+    if meta["profile"] == "full":
+        results = json.loads((runner.BOOK_DIR / "results" / f"{source.stem}.json").read_text())
+        assert (results["notebook"], results["profile"], results["commit"]) == (source.stem, "full", meta["commit"])
+        assert "Preview" not in info.source
+    else:
+        assert "Preview, not a result" in info.source, f"{copy} is a {meta['profile']} run without the preview warning"
