@@ -59,7 +59,8 @@ def source_sha256(notebook: nbformat.NotebookNode | str | Path) -> str:
 def parse_value(text: str) -> Any:
     """A ``-p`` value as papermill reads it: ``True``/``False``/``None``, int, float, else a string.
 
-    YAML scalars and lists are accepted too (``true``, ``[1, 2]``).
+    YAML scalars, lists and mappings are accepted too (``true``, ``[1, 2]``,
+    ``{bbh: {lr: 0.001}}``); a mapping replaces the profile's whole mapping.
     """
     if text == "None":
         return None
@@ -69,8 +70,8 @@ def parse_value(text: str) -> Any:
             return float(text)
         except ValueError:
             return text
-    if value is None or isinstance(value, dict):
-        # YAML's null spellings and mappings are not parameters: keep the text as given.
+    if value is None:
+        # YAML's other null spellings (null, ~) are not papermill's: keep the text as given.
         return text
     return value
 
@@ -316,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar=("NAME", "VALUE"),
-        help="set a notebook parameter; VALUE is read like papermill's -p (True, 3, 0.5, text)",
+        help="set a notebook parameter; VALUE is read like papermill's -p (True, 3, 0.5, text), "
+             "or as a YAML list or mapping ([3, 9], '{bbh: {lr: 0.001}}')",
     )
     parser.add_argument(
         "--output-dir",

@@ -237,7 +237,8 @@ def test_git_commit_marks_dirty_sources_but_not_run_outputs(tmp_path):
 @pytest.mark.parametrize(
     "text, value",
     [("True", True), ("False", False), ("None", None), ("3", 3), ("0.5", 0.5), ("1e-3", 0.001),
-     ("cuda", "cuda"), ("[1, 2]", [1, 2]), ("true", True), ("null", "null"), ("", "")],
+     ("cuda", "cuda"), ("[1, 2]", [1, 2]), ("true", True), ("null", "null"), ("", ""),
+     ("{bbh: {lr: 0.001}}", {"bbh": {"lr": 0.001}})],
 )
 def test_parse_value_reads_like_papermill(text, value):
     assert runner.parse_value(text) == value
@@ -319,6 +320,21 @@ def test_plan_routes_smoke_to_references_and_full_to_the_book(tmp_path, runner_p
     assert full.results == runner.BOOK_DIR / "results" / "toy.json"
     assert full.resolved == {"device": "cuda", "seed": 4, "steps": 9}
     assert full.command.startswith("hypernets-run --profile full --seed 4 ")
+
+
+def test_a_mapping_parameter_can_be_replaced_from_the_command_line(tmp_path, runner_profiles):
+    (runner_profiles / "toy.yaml").write_text(
+        "smoke: {device: cpu, seed: 3, steps: 2, options: {bbh: {lr: 0.1}, map: {lr: 0.2}}}\n"
+    )
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells[1].source += "\noptions = None"
+    nbformat.write(nb, str(notebook))
+    plan = runner.plan_run(notebook, "smoke", {"options": "{bbh: {lr: 0.001}}"}, None)
+    assert plan.resolved["options"] == {"bbh": {"lr": 0.001}}
+    assert "-p options '{bbh: {lr: 0.001}}'" in plan.command
+    with pytest.raises(runner.RunnerError, match="parameter 'steps' = {'a': 1} has type dict"):
+        runner.plan_run(notebook, "smoke", {"steps": "{a: 1}"}, None)
 
 
 def test_only_runs_below_full_are_marked_as_previews(tmp_path, runner_profiles, monkeypatch):
