@@ -115,6 +115,28 @@ def mean_predictive_nll(target: TargetNet, params: Params, x: Tensor, y: Tensor)
     return -log_mean.gather(1, y[:, None])[:, 0]
 
 
+def fgsm_direction(target: TargetNet, params: Params, x: Tensor, y: Tensor) -> Tensor:
+    """``sign(grad_x)`` of :func:`mean_predictive_nll` for the S nets ``params``: FGSM's step direction.
+
+    The gradient is taken at the clean ``x``, so one direction serves every budget. The weights
+    ``params`` receive no gradient.
+    """
+    frozen = {name: value.detach() for name, value in params.items()}
+    inputs = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = mean_predictive_nll(target, frozen, inputs, y).sum()
+        (gradient,) = torch.autograd.grad(loss, inputs)
+    return gradient.sign()
+
+
+def fgsm_step(x: Tensor, direction: Tensor, epsilon: float, pixel_range: PixelRange) -> Tensor:
+    """``x + step * direction`` for a budget of ``epsilon`` raw pixels, clipped to the valid range."""
+    epsilon = _check_epsilon(epsilon)
+    low, high = pixel_range.bounds(x)
+    perturbed = x.detach() + pixel_range.step(epsilon, x) * direction
+    return torch.maximum(torch.minimum(perturbed, high), low)
+
+
 def fgsm(target: TargetNet, params: Params, x: Tensor, y: Tensor, epsilon: float,
          pixel_range: PixelRange) -> Tensor:
     """FGSM images for the mean predictive of the S nets ``params``: ``x + step * sign(grad)``.
@@ -126,15 +148,8 @@ def fgsm(target: TargetNet, params: Params, x: Tensor, y: Tensor, epsilon: float
     [0, 1]. The weights ``params`` receive no gradient.
     """
     _check_images(x, pixel_range)
-    epsilon = _check_epsilon(epsilon)
-    frozen = {name: value.detach() for name, value in params.items()}
-    inputs = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = mean_predictive_nll(target, frozen, inputs, y).sum()
-        (gradient,) = torch.autograd.grad(loss, inputs)
-    low, high = pixel_range.bounds(x)
-    perturbed = x.detach() + pixel_range.step(epsilon, x) * gradient.sign()
-    return torch.maximum(torch.minimum(perturbed, high), low)
+    _check_epsilon(epsilon)  # before the gradient is computed
+    return fgsm_step(x, fgsm_direction(target, params, x, y), epsilon, pixel_range)
 
 
 def attack_curve(method: Method, x: Tensor, y: Tensor, epsilons: Sequence[float], *,
@@ -171,15 +186,17 @@ def attack_curve(method: Method, x: Tensor, y: Tensor, epsilons: Sequence[float]
         torch.manual_seed(seed)
         params = method.sample_params(n_samples)
 
-    rows = []
-    for epsilon in epsilons:
-        chunks = []
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device)
-            yb = y[start:start + batch_size].to(device)
-            adversarial = fgsm(method.target, params, xb, yb, epsilon, pixel_range)
+    chunks_per_epsilon: list[list[Tensor]] = [[] for _ in epsilons]
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        direction = fgsm_direction(method.target, params, xb, yb)  # one gradient for every budget
+        for epsilon, chunks in zip(epsilons, chunks_per_epsilon):
+            adversarial = fgsm_step(xb, direction, epsilon, pixel_range)
             with torch.no_grad():
                 chunks.append(method.predict(adversarial, n_samples, params=params).float().cpu())
+    rows = []
+    for epsilon, chunks in zip(epsilons, chunks_per_epsilon):
         probs = torch.cat(chunks, dim=1)
         rows.append({
             "epsilon": epsilon,

@@ -15,7 +15,7 @@ from importlib import resources
 
 import pandas as pd
 
-from hypernets.methods.registry import METHODS
+from hypernets.methods.registry import METHODS, method_label as registry_method_label
 
 #: The published tables: name -> what it is.
 TABLES: dict[str, str] = {
@@ -60,7 +60,7 @@ def method_label(method: str) -> str:
     if method in EXTRA_LABELS:
         return EXTRA_LABELS[method]
     if method in METHODS:
-        return METHODS[method][0]
+        return registry_method_label(method)
     return method
 
 

@@ -39,6 +39,9 @@ from torch import Tensor
 from hypernets.likelihoods import Likelihood
 from hypernets.targets import Params, TargetNet
 
+#: The label of the NUTS reference in tables and figures.
+REFERENCE_LABEL = "NUTS"
+
 
 @dataclass(frozen=True, eq=False)
 class ReferencePosterior:

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hypernets.data import toy_regression  # noqa: E402
-from hypernets.experiments import toy  # noqa: E402
+from hypernets.experiments import mnist, toy  # noqa: E402
 from hypernets.likelihoods import Gaussian  # noqa: E402
 from hypernets.methods.bayes_by_backprop import BayesByBackprop  # noqa: E402
 from hypernets.targets import get_target  # noqa: E402
@@ -35,24 +35,29 @@ def test_settings_pair_noise_levels_with_targets():
         toy.toy_settings([3.0], ["toy_nonexistent"])
 
 
+def _train_on_toy(name, target, data, steps, **kwargs):
+    """A full-batch run on the toy, as run_toy trains its methods."""
+    return mnist.train_method(name, target, data.x, data.y, steps=steps, batch_size=len(data.x),
+                              likelihood=Gaussian(3.0), **kwargs)
+
+
 def test_train_method_takes_fit_options_apart_from_constructor_options():
     data = toy_regression(3.0)
-    run = toy.train_method("bbb", get_target("toy_bbh"), Gaussian(3.0), data.x, data.y, steps=4,
-                           options={"lr": 0.05, "steps": 6, "init_std": 0.2})
+    run = _train_on_toy("bbb", get_target("toy_bbh"), data, 4, options={"lr": 0.05, "steps": 6, "init_std": 0.2})
     assert isinstance(run.method, BayesByBackprop)
     assert run.method.init_std == 0.2
     assert run.history[-1]["step"] == 6  # the run's own steps win
     assert run.label == "Bayes by Backprop"
     with pytest.raises(ValueError, match="method must be one of"):
-        toy.train_method("nope", get_target("toy_bbh"), Gaussian(3.0), data.x, data.y, steps=1)
+        _train_on_toy("nope", get_target("toy_bbh"), data, 1)
 
 
 def test_training_is_reproducible_and_does_not_depend_on_earlier_runs():
     data = toy_regression(3.0)
     target = get_target("toy_bbh")
-    first = toy.train_method("map", target, Gaussian(3.0), data.x, data.y, steps=5)
+    first = _train_on_toy("map", target, data, 5)
     torch.rand(10)  # consume global randomness in between
-    second = toy.train_method("map", target, Gaussian(3.0), data.x, data.y, steps=5)
+    second = _train_on_toy("map", target, data, 5)
     for a, b in zip(first.method.parameters(), second.method.parameters()):
         assert torch.equal(a, b)
 
@@ -61,9 +66,10 @@ def test_train_methods_refuses_bad_lists_and_unknown_options():
     data = toy_regression(3.0)
     target = get_target("toy_bbh")
     with pytest.raises(ValueError, match="twice"):
-        toy.train_methods(["map", "map"], target, Gaussian(3.0), data.x, data.y, steps=1)
-    with pytest.raises(ValueError, match="not registry methods"):
-        toy.train_methods(["map"], target, Gaussian(3.0), data.x, data.y, steps=1, options={"mpa": {}})
+        mnist.train_methods(["map", "map"], target, data.x, data.y, steps=1, batch_size=20, likelihood=Gaussian(3.0))
+    with pytest.raises(ValueError, match="registry methods"):
+        mnist.train_methods(["map"], target, data.x, data.y, steps=1, batch_size=20, likelihood=Gaussian(3.0),
+                            options={"mpa": {}})
 
 
 def test_run_toy_samples_every_method_and_the_reference(tiny_result):

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from hypernets.adversarial import PixelRange, attack_curve, fgsm
+from hypernets.adversarial import PixelRange, attack_curve, fgsm_direction, fgsm_step
 from hypernets.data import MNIST_MEAN, MNIST_STD
 from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets
 from hypernets.plots import metric_panels
@@ -142,7 +142,8 @@ def adversarial_examples(run: TrainedMethod, x: Tensor, y: Tensor,
         torch.manual_seed(seed)
         params = method.sample_params(n_distinct_nets(method, n_samples))
     xb, yb = x.to(device), y.to(device)
-    images = [pixel_range.to_pixels(fgsm(method.target, params, xb, yb, epsilon, pixel_range)).cpu()
+    direction = fgsm_direction(method.target, params, xb, yb)
+    images = [pixel_range.to_pixels(fgsm_step(xb, direction, epsilon, pixel_range)).cpu()
               for epsilon in epsilons]
     return torch.stack(images)
 

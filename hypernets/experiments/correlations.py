@@ -33,14 +33,11 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.experiments import mnist
 from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets
-from hypernets.experiments.toy import train_methods as train_regression_methods
 from hypernets.likelihoods import Likelihood
 from hypernets.methods.base import Method
-from hypernets.reference_posterior import ReferencePosterior, nuts_posterior
+from hypernets.reference_posterior import REFERENCE_LABEL, ReferencePosterior, nuts_posterior
 from hypernets.targets import Linear, Params, TargetNet, get_target
 
-#: The label of the NUTS reference in tables and figures.
-REFERENCE_LABEL = "NUTS"
 
 #: Significance level of the correlation tests.
 ALPHA = 0.05
@@ -76,8 +73,9 @@ def correlation_pvalues(trained: Mapping[str, TrainedMethod], *, n_samples: int,
     """
     tables = []
     for run in trained.values():
-        if n_distinct_nets(run.method, n_samples) < n_samples:
-            raise ValueError(f"{run.label} gives at most {n_distinct_nets(run.method, n_samples)} distinct nets, "
+        distinct = n_distinct_nets(run.method, n_samples)
+        if distinct < n_samples:
+            raise ValueError(f"{run.label} gives at most {distinct} distinct nets, "
                              f"fewer than n_samples={n_samples}; correlations need a distribution over weights")
         torch.manual_seed(seed)
         samples = weight_samples(run.method, n_samples)
@@ -273,8 +271,8 @@ def run_product(methods: Sequence[str], *, n_points: int, steps: int, n_samples:
     """
     data = product_data(n_points, seed=seed)
     target, likelihood = product_network(), HeteroscedasticGaussian()
-    trained = train_regression_methods(methods, target, likelihood, data.x, data.y, steps=steps,
-                                       device=device, seed=seed, options=options)
+    trained = mnist.train_methods(methods, target, data.x, data.y, steps=steps, batch_size=len(data.x),
+                                  likelihood=likelihood, device=device, seed=seed, options=options)
     nuts = dict(nuts)
     starts = mirrored_starts(target, nuts.get("num_chains", 0), seed)
     reference = nuts_posterior(target, likelihood, data.x, data.y, prior_std=prior_std, seed=seed,

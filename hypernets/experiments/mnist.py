@@ -28,7 +28,7 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ImageData, load_mnist, load_notmnist
-from hypernets.likelihoods import Categorical
+from hypernets.likelihoods import Categorical, Likelihood
 from hypernets.methods.base import Method
 from hypernets.methods.ensemble import DeepEnsemble
 from hypernets.methods.map import MAP
@@ -38,7 +38,7 @@ from hypernets.targets import Flatten, TargetNet, get_target, mlp
 from hypernets.training import fit, predict
 
 #: Keys of a run's options that set training, not the method's constructor.
-FIT_OPTIONS = ("method", "lr", "epochs", "batch_size")
+FIT_OPTIONS = ("method", "lr", "epochs", "steps", "batch_size")
 
 #: The Bayesian Hypernetworks scores: table name -> key of :data:`hypernets.metrics.UNCERTAINTY_SCORES`.
 #: ``std`` is scored by the variance of the class probabilities across the sampled nets: the
@@ -126,42 +126,48 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *, epochs: int,
-                 batch_size: int, device: str | torch.device = "cpu", seed: int = 0,
-                 options: Mapping[str, Any] | None = None, transform=None,
+def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
+                 epochs: int | None = None, steps: int | None = None, batch_size: int,
+                 likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
+                 seed: int = 0, options: Mapping[str, Any] | None = None, transform=None,
                  progress: bool = False) -> TrainedMethod:
     """Build run ``name`` with its paper defaults and ``options``, train it with :func:`fit`.
 
     ``options`` go to the method's constructor, except :data:`FIT_OPTIONS`: ``method`` (the
-    registry name; default ``name``), and ``lr``, ``epochs``, ``batch_size`` that override the
-    training settings for this run. The global RNG is seeded with ``seed`` before the method
-    is built, so each run's initialisation does not depend on the runs before it.
-    ``transform`` augments every mini-batch (see :func:`fit`). ``train_time_s`` is the wall
-    time of :func:`fit` (GPU work included).
+    registry name; default ``name``), and ``lr``, ``epochs``, ``steps``, ``batch_size`` that
+    override the training settings for this run. Give ``epochs`` or ``steps`` as :func:`fit`
+    takes them (a full-batch run: ``batch_size=len(x)``). ``likelihood`` defaults to
+    :class:`Categorical`. The global RNG is seeded with ``seed`` before the method is built,
+    so each run's initialisation does not depend on the runs before it. ``transform``
+    augments every mini-batch (see :func:`fit`). ``train_time_s`` is the wall time of
+    :func:`fit` (GPU work included).
     """
     options = dict(options or {})
-    method_name = options.pop("method", name)
+    fit_settings = {key: options.pop(key) for key in FIT_OPTIONS if key in options}
+    method_name = fit_settings.get("method", name)
     if method_name not in METHODS:
         raise ValueError(f"run {name!r}: method must be one of {sorted(METHODS)}, got "
                          f"{method_name!r} (a variant names its registry method in the option 'method')")
-    lr = options.pop("lr", None)
-    epochs = options.pop("epochs", epochs)
-    batch_size = options.pop("batch_size", batch_size)
+    if "epochs" in fit_settings or "steps" in fit_settings:
+        # A run's own training length replaces the shared one, whichever unit either is in.
+        epochs, steps = fit_settings.get("epochs"), fit_settings.get("steps")
     device = torch.device(device)
     torch.manual_seed(seed)
-    method = make_method(method_name, _target(target), Categorical(), **options)
+    method = make_method(method_name, _target(target), likelihood or Categorical(), **options)
     _synchronize(device)
     started = time.perf_counter()
-    history = fit(method, x, y, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                  seed=seed, transform=transform, progress=progress)
+    history = fit(method, x, y, epochs=epochs, steps=steps,
+                  batch_size=fit_settings.get("batch_size", batch_size), lr=fit_settings.get("lr"),
+                  device=device, seed=seed, transform=transform, progress=progress)
     _synchronize(device)
     return TrainedMethod(name, method_name, method, time.perf_counter() - started, history)
 
 
 def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y: Tensor, *,
-                  epochs: int, batch_size: int, device: str | torch.device = "cpu", seed: int = 0,
-                  options: Mapping[str, Mapping[str, Any]] | None = None, transform=None,
-                  progress: bool = False) -> dict[str, TrainedMethod]:
+                  epochs: int | None = None, steps: int | None = None, batch_size: int,
+                  likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
+                  seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
+                  transform=None, progress: bool = False) -> dict[str, TrainedMethod]:
     """Train every run of ``methods`` on (x, y) one after the other: run name -> TrainedMethod.
 
     ``options`` maps run names to their options (see :func:`train_method`). A key that is
@@ -178,9 +184,9 @@ def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y:
         raise ValueError(f"options name runs {unknown} that are neither in methods {list(methods)} "
                          f"nor registry methods {sorted(METHODS)}")
     target = _target(target)
-    return {name: train_method(name, target, x, y, epochs=epochs, batch_size=batch_size,
-                               device=device, seed=seed, options=options.get(name),
-                               transform=transform, progress=progress)
+    return {name: train_method(name, target, x, y, epochs=epochs, steps=steps, batch_size=batch_size,
+                               likelihood=likelihood, device=device, seed=seed,
+                               options=options.get(name), transform=transform, progress=progress)
             for name in methods}
 
 

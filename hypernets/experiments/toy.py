@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,15 +32,12 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ToyRegression, toy_regression
-from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets
-from hypernets.likelihoods import Gaussian, Likelihood
-from hypernets.methods.registry import METHODS, make_method
-from hypernets.reference_posterior import ReferencePosterior, nuts_posterior
+from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets, train_methods
+from hypernets.likelihoods import Gaussian
+from hypernets.reference_posterior import REFERENCE_LABEL, ReferencePosterior, nuts_posterior
 from hypernets.targets import TargetNet, get_target
-from hypernets.training import fit, predict
+from hypernets.training import predict
 
-#: The label of the NUTS reference in tables and figures.
-REFERENCE_LABEL = "NUTS"
 
 #: Training inputs lie in [-INSIDE, INSIDE]; the grid extends beyond.
 INSIDE = 4.0
@@ -66,58 +62,6 @@ def toy_settings(noise_stds: Sequence[float], targets: Sequence[str]) -> list[tu
     for target in targets:
         get_target(target)  # raises naming the valid targets
     return [(float(noise_std), target) for noise_std, target in zip(noise_stds, targets)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
-def train_method(name: str, target: TargetNet, likelihood: Likelihood, x: Tensor, y: Tensor, *,
-                 steps: int, device: str | torch.device = "cpu", seed: int = 0,
-                 options: Mapping[str, Any] | None = None) -> TrainedMethod:
-    """Build registry method ``name`` with ``options`` and train it full-batch for ``steps`` steps.
-
-    ``options`` go to the constructor except ``lr`` (the optimiser's learning rate; default
-    the method's) and ``steps`` (overrides ``steps`` for this run). Every step sees all of
-    (x, y): the toy problems have a few dozen points. The global RNG is seeded with ``seed``
-    before the method is built, so a run does not depend on the runs before it.
-    """
-    if name not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
-    options = dict(options or {})
-    lr = options.pop("lr", None)
-    steps = options.pop("steps", steps)
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    method = make_method(name, target, likelihood, **options)
-    started = time.perf_counter()
-    history = fit(method, x, y, steps=steps, batch_size=len(x), lr=lr, device=device, seed=seed,
-                  progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return TrainedMethod(name, name, method, time.perf_counter() - started, history)
-
-
-def train_methods(methods: Sequence[str], target: TargetNet, likelihood: Likelihood, x: Tensor,
-                  y: Tensor, *, steps: int, device: str | torch.device = "cpu", seed: int = 0,
-                  options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, TrainedMethod]:
-    """Train each method of ``methods`` with :func:`train_method`: name -> TrainedMethod.
-
-    ``options`` maps method names to their options; a key that is not a registry method is
-    refused as a likely typo, options of registry methods not in ``methods`` are ignored.
-    """
-    if isinstance(methods, str) or not methods:
-        raise ValueError(f"methods must be a non-empty list of method names, got {methods!r}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods lists a method twice: {list(methods)}")
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(METHODS))
-    if unknown:
-        raise ValueError(f"options name {unknown}, which are not registry methods {sorted(METHODS)}")
-    return {name: train_method(name, target, likelihood, x, y, steps=steps, device=device, seed=seed,
-                               options=options.get(name))
-            for name in methods}
 
 
 def options_table(methods: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None) -> pd.DataFrame:
@@ -192,8 +136,8 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
             futures = [pool.submit(nuts_posterior, **job) for job in jobs]
         else:
             futures = [_completed(nuts_posterior(**job)) for job in jobs]
-        trained = [train_methods(methods, target, likelihood, data.x, data.y, steps=steps, device=device,
-                                 seed=seed, options=options)
+        trained = [train_methods(methods, target, data.x, data.y, steps=steps, batch_size=len(data.x),
+                                 likelihood=likelihood, device=device, seed=seed, options=options)
                    for data, target, likelihood in problems]
         references = [future.result() for future in futures]
     results = []

@@ -136,11 +136,8 @@ class BayesByBackprop(Method):
             total = total + log_p.flatten(1).sum(1)
         return total
 
-    def log_posterior(self, params: Params) -> Tensor:
-        """log q(w) summed over the weights of each sample: [S]."""
-        return self._log_posterior(params, self.posterior_std())
-
     def _log_posterior(self, params: Params, stds: Params) -> Tensor:
+        """log q(w) under the posterior with standard deviations ``stds``, per sample: [S]."""
         return sum(_normal(mu, stds[n]).log_prob(params[n]).flatten(1).sum(1)
                    for n, mu in self.mean.as_dict().items())
 

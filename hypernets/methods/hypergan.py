@@ -139,7 +139,6 @@ class LayerGenerators(nn.Module):
     def __init__(self, target: TargetNet, code_dim: int, hidden: Sequence[int]):
         super().__init__()
         scales = init_scales(target)
-        self.layer_names = list(target.layer_groups())
         self.specs = [[(name, shape, *scales[name]) for name, shape in group.items()]
                       for group in target.layer_groups().values()]
         self.nets = nn.ModuleList(
