@@ -101,3 +101,14 @@ def test_book_copy_is_current_and_a_preview_says_so(source):
         assert "Preview" not in info.source
     else:
         assert "Preview, not a result" in info.source, f"{copy} is a {meta['profile']} run without the preview warning"
+
+
+def test_the_reproduce_page_names_the_profile_each_book_page_shows(source):
+    profile = nbformat.read(str(runner.BOOK_DIR / source.name), as_version=4).metadata["hypernets"]["profile"]
+    rows = [line for line in (runner.BOOK_DIR / "reproduce.md").read_text().splitlines()
+            if line.startswith(f"| {{doc}}`{source.stem}` |")]
+    assert len(rows) == 1, f"book/reproduce.md needs one row for {source.stem} in 'What each page shows today'"
+    page_cell = rows[0].split("|")[2]
+    assert f"`{profile}`" in page_cell, (
+        f"book/reproduce.md says {source.stem}'s page is {page_cell.strip()!r}; its book copy is a {profile} run"
+    )
