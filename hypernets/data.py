@@ -3,7 +3,9 @@
 Every image file is checked against its published MD5 before it is parsed. Missing files are
 downloaded with pooch from their canonical hosts when ``download=True``; nothing is ever replaced
 by synthetic data. The root folder is the ``root`` argument, else ``$HYPERNETS_DATA``, else pooch's
-per-user cache (see :func:`data_root`); its layout is::
+per-user cache (see :func:`data_root`). An explicit folder (argument or variable) must exist: it
+is never created, and a download into it that fails says which file to put where
+(:class:`DownloadError`). Its layout is::
 
     MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
     notMNIST/raw/t10k-{images-idx3,labels-idx1}-ubyte.gz
@@ -14,17 +16,19 @@ per-user cache (see :func:`data_root`); its layout is::
 
 The JPEG copy is decoded once and the uint8 pixels are cached as an .npz under ``$HYPERNETS_CACHE``
 (else ``pooch.os_cache("hypernets")/cache``), never inside the data root, which may be read-only.
+The cache records the SHA-256 of its arrays, the archive's MD5 and a format version; a cache
+that does not match them is decoded again and rewritten (with a warning), never used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
 import hashlib
 import io
 import math
-import operator
 import os
 import pathlib
 import pickle
@@ -42,6 +46,8 @@ import pooch
 import torch
 from PIL import Image
 
+from hypernets.validation import check_bool, check_choice, check_int, check_positive
+
 __all__ = [
     "MNIST_MEAN",
     "MNIST_STD",
@@ -49,6 +55,7 @@ __all__ = [
     "CIFAR10_STD",
     "CIFAR10_CLASSES",
     "DataError",
+    "DownloadError",
     "ToyRegression",
     "toy_regression",
     "describe_images",
@@ -79,6 +86,14 @@ _JPEG_SOURCE = (
 
 class DataError(ValueError):
     """A data file is present but corrupt, truncated or not in the expected format."""
+
+
+class DownloadError(OSError):
+    """A missing data file could not be downloaded (offline, host unreachable, bad download).
+
+    The message names the missing local path and how to provide the file; the original error is
+    chained as ``__cause__``.
+    """
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,12 +135,10 @@ def toy_regression(
     touching the global random state. ``x_grid`` spans ``grid_range`` (wider than the training
     range by default, to show how uncertainty grows away from the data).
     """
-    noise_std = float(noise_std)
-    if not math.isfinite(noise_std) or noise_std <= 0:
-        raise ValueError(f"noise_std must be a finite number > 0, got {noise_std!r}")
-    n_points = _check_int("n_points", n_points, minimum=1)
-    n_grid = _check_int("n_grid", n_grid, minimum=2)
-    seed = _check_int("seed", seed, minimum=0)
+    noise_std = check_positive("noise_std", noise_std)
+    n_points = check_int("n_points", n_points, minimum=1)
+    n_grid = check_int("n_grid", n_grid, minimum=2)
+    seed = check_int("seed", seed, minimum=0)
     x_low, x_high = _check_range("x_range", x_range)
     grid_low, grid_high = _check_range("grid_range", grid_range)
 
@@ -135,18 +148,6 @@ def toy_regression(
     y = ToyRegression.true_function(x) + noise
     x_grid = torch.linspace(grid_low, grid_high, n_grid).unsqueeze(1)
     return ToyRegression(x=x, y=y, x_grid=x_grid, noise_std=noise_std, seed=seed)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
 
 
 def _check_range(name: str, bounds) -> tuple[float, float]:
@@ -189,10 +190,10 @@ class ImageData:
 
     def subset(self, n: int, seed: int = 0) -> ImageData:
         """``n`` examples drawn without replacement, fixed by ``seed``, in their original order."""
-        n = _check_int("n", n, minimum=1)
+        n = check_int("n", n, minimum=1)
         if n > len(self):
             raise ValueError(f"n must be at most the data set size {len(self)}, got {n}")
-        seed = _check_int("seed", seed, minimum=0)
+        seed = check_int("seed", seed, minimum=0)
         generator = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(self), generator=generator)[:n].sort().values
         return dataclasses.replace(self, x=self.x[index], y=self.y[index])
@@ -273,14 +274,72 @@ _CIFAR_JPEG_ORDER = _RemoteFile(
 )
 
 
-def data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
-    """The data folder: ``root`` if given, else ``$HYPERNETS_DATA``, else pooch's user cache."""
-    if root is not None:
-        return pathlib.Path(root).expanduser()
-    from_env = os.environ.get("HYPERNETS_DATA")
-    if from_env:
-        return pathlib.Path(from_env).expanduser()
+_LAYOUT = "a folder laid out as MNIST/raw/, notMNIST/raw/, cifar-10-batches-py/ or CIFAR10-jpeg/"
+
+
+class _Root(NamedTuple):
+    """The data folder and who chose it."""
+
+    path: pathlib.Path
+    explicit: str | None  # "env" (HYPERNETS_DATA), "arg" (root=...), None: the per-user cache
+
+    def named_by(self) -> str:
+        """Who named an explicit folder."""
+        if self.explicit == "env":
+            return "the environment variable HYPERNETS_DATA"
+        return "the root argument"
+
+    def described(self) -> str:
+        if self.explicit is None:
+            return f"the per-user cache {self.path}"
+        return f"the data folder {self.path} (named by {self.named_by()})"
+
+    def use_cache_instead(self) -> str:
+        """How to fall back to the per-user cache (and the downloads into it)."""
+        cache = _user_cache()
+        if self.explicit == "env":
+            return f"unset HYPERNETS_DATA to use the per-user cache {cache}"
+        return f"leave root unset (and HYPERNETS_DATA unset) to use the per-user cache {cache}"
+
+
+def _user_cache() -> pathlib.Path:
     return pathlib.Path(pooch.os_cache("hypernets"))
+
+
+def _resolve_root(root) -> _Root:
+    """The data folder; an explicitly named one must be an existing folder (never created)."""
+    if root is not None:
+        resolved = _Root(pathlib.Path(root).expanduser(), "arg")
+    else:
+        from_env = os.environ.get("HYPERNETS_DATA")
+        if not from_env:
+            return _Root(_user_cache(), None)
+        resolved = _Root(pathlib.Path(from_env).expanduser(), "env")
+    path = resolved.path
+    if path.is_dir():
+        return resolved
+    error_type = FileNotFoundError
+    if path.is_symlink() and not path.exists():
+        problem = f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    elif path.exists():
+        problem, error_type = "is not a folder", NotADirectoryError
+    else:
+        problem = "does not exist"
+    raise error_type(
+        f"The data folder {path}, named by {resolved.named_by()}, {problem}. Expected {_LAYOUT}. "
+        f"Correct the path, or {resolved.use_cache_instead()} (missing files are downloaded "
+        "there). An explicitly named data folder is never created."
+    )
+
+
+def data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The data folder: ``root`` if given, else ``$HYPERNETS_DATA``, else pooch's user cache.
+
+    An explicit ``root`` or ``$HYPERNETS_DATA`` must name an existing folder, else
+    FileNotFoundError (NotADirectoryError for a file); it is never created. An empty
+    ``$HYPERNETS_DATA`` counts as unset.
+    """
+    return _resolve_root(root).path
 
 
 def _cache_dir() -> pathlib.Path:
@@ -288,34 +347,90 @@ def _cache_dir() -> pathlib.Path:
     from_env = os.environ.get("HYPERNETS_CACHE")
     if from_env:
         return pathlib.Path(from_env).expanduser()
-    return pathlib.Path(pooch.os_cache("hypernets")) / "cache"
+    return _user_cache() / "cache"
 
 
 def _check_split(split) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return split
+    return check_choice("split", split, SPLITS)
 
 
-def _missing_file_error(path: pathlib.Path, downloadable: bool) -> FileNotFoundError:
+def _check_flags(normalize, download) -> None:
+    check_bool("normalize", normalize)
+    check_bool("download", download)
+
+
+def _missing_file_error(path: pathlib.Path, root: _Root, downloadable: bool) -> FileNotFoundError:
     fix = "or allow download=True" if downloadable else "it is never downloaded"
     return FileNotFoundError(
-        f"Data file {path} not found. Point the loaders at a folder that holds it "
-        f"(set the environment variable HYPERNETS_DATA or pass root=...); {fix}."
+        f"Data file {path} not found in {root.described()}. Point the loaders at a folder "
+        "that holds it (set the environment variable HYPERNETS_DATA or pass root=...); "
+        f"{fix}."
     )
 
 
-def _fetch(root: pathlib.Path, remote: _RemoteFile, download: bool) -> pathlib.Path:
-    """Path of ``remote`` under ``root``, downloading it (MD5-checked by pooch) when missing."""
-    path = root / remote.relpath
+def _fetch(
+    root: _Root, remote: _RemoteFile, download: bool, alternatives: str = ""
+) -> pathlib.Path:
+    """Path of ``remote`` under ``root``, downloading it (MD5-checked by pooch) when missing.
+
+    ``alternatives`` names other files that would do instead, for the message of a failure.
+    """
+    path = root.path / remote.relpath
     if path.is_file():
         return path
     if not download or remote.url is None:
-        raise _missing_file_error(path, downloadable=remote.url is not None)
-    pooch.retrieve(
-        remote.url, known_hash=f"md5:{remote.md5}", path=path.parent, fname=path.name
-    )
+        raise _missing_file_error(path, root, downloadable=remote.url is not None)
+    _download(root, remote, path, alternatives)
     return path
+
+
+def _download(root: _Root, remote: _RemoteFile, path: pathlib.Path, alternatives: str) -> None:
+    """Download ``remote`` to ``path``; on failure remove what it created, raise DownloadError."""
+    created = []  # folders this download creates, deepest first
+    folder = path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    existed = path.exists() or path.is_symlink()
+    try:
+        pooch.retrieve(
+            remote.url, known_hash=f"md5:{remote.md5}", path=path.parent, fname=path.name
+        )
+        if not path.is_file():
+            raise FileNotFoundError(f"pooch reported success but {path} is not a file")
+    except Exception as error:
+        _remove_partial(path, existed, created)
+        raise DownloadError(_download_failure(root, remote, path, alternatives, error)) from error
+
+
+def _remove_partial(path: pathlib.Path, existed: bool, created: list[pathlib.Path]) -> None:
+    """Remove a file left by a failed download, and the (empty) folders it created."""
+    if not existed and (path.is_file() or path.is_symlink()):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    for folder in created:
+        with contextlib.suppress(OSError):  # not empty: another process writes there too
+            folder.rmdir()
+
+
+def _download_failure(
+    root: _Root, remote: _RemoteFile, path: pathlib.Path, alternatives: str, error: Exception
+) -> str:
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    if root.explicit is None:
+        return (
+            f"Could not download {remote.url} into the per-user cache {root.path} ({reason}). "
+            f"The file {path} is missing. Retry with an internet connection, put the file at "
+            f"{path} yourself (MD5 {remote.md5}{alternatives}), or set the environment variable "
+            f"HYPERNETS_DATA to {_LAYOUT} that holds the data."
+        )
+    return (
+        f"Data file {path} is missing from {root.described()}, and downloading it from "
+        f"{remote.url} failed ({reason}). Put the file there (MD5 {remote.md5}{alternatives}), "
+        f"or {root.use_cache_instead()} with an internet connection."
+    )
 
 
 def _file_key(path: pathlib.Path, md5: str) -> _FileKey:
@@ -392,7 +507,7 @@ def _idx_images_and_labels(
 def _load_idx_set(
     files: Sequence[_RemoteFile], root, download: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    base = data_root(root)
+    base = _resolve_root(root)
     images_file, labels_file = files
     images_path = _fetch(base, images_file, download)
     labels_path = _fetch(base, labels_file, download)
@@ -423,6 +538,7 @@ def load_mnist(
     With ``normalize`` the pixels are (x / 255 - 0.1307) / 0.3081, else raw in [0, 1].
     """
     _check_split(split)
+    _check_flags(normalize, download)
     images, labels = _load_idx_set(_MNIST_FILES[split], root, download)
     return ImageData(
         x=_to_float(images, (MNIST_MEAN,), (MNIST_STD,), normalize),
@@ -446,6 +562,7 @@ def load_notmnist(
 
     Normalised with the MNIST statistics, because it is fed to models trained on MNIST.
     """
+    _check_flags(normalize, download)
     images, labels = _load_idx_set(_NOTMNIST_FILES, root, download)
     return ImageData(
         x=_to_float(images, (MNIST_MEAN,), (MNIST_STD,), normalize),
@@ -590,33 +707,87 @@ def _decode_jpeg_tarball(content: bytes, path: str) -> dict[str, np.ndarray]:
     return decoded
 
 
-def _read_decode_cache(path: pathlib.Path) -> dict[str, np.ndarray] | None:
-    """The cached decode, or None when it is absent or unusable (it is then rebuilt)."""
+_DECODE_CACHE_VERSION = 2  # 1: the arrays alone (no hash); 2: with SHA-256 and source MD5
+_DECODE_CACHE_META = ("format_version", "source_md5", "sha256")
+
+
+def _decode_digest(decoded: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every split's name, dtype, shape and pixels."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        images = np.ascontiguousarray(decoded[split])
+        digest.update(f"{split}:{images.dtype.str}:{images.shape};".encode())
+        digest.update(images.data)
+    return digest.hexdigest()
+
+
+def _read_decode_cache(path: pathlib.Path, source_md5: str) -> dict[str, np.ndarray] | None:
+    """The cached decode of the archive with MD5 ``source_md5``, or None when it is absent or
+    does not match its format version, source or content hash (it is then rebuilt)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as cached:
+            if not set(_DECODE_CACHE_META) <= set(cached.files):
+                return _stale_cache(path, "it has no content hash (written by an older version)")
+            version = int(cached["format_version"])
+            stored_md5, stored_sha256 = str(cached["source_md5"]), str(cached["sha256"])
             decoded = {split: cached[split] for split in SPLITS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
-        warnings.warn(f"Ignoring the unreadable cache {path} ({error}).", stacklevel=3)
-        return None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as error:
+        return _stale_cache(path, f"it is unreadable ({' '.join(str(error).split())})")
+    if version != _DECODE_CACHE_VERSION:
+        return _stale_cache(path, f"format version {version}, expected {_DECODE_CACHE_VERSION}")
+    if stored_md5 != source_md5:
+        return _stale_cache(path, f"built from an archive with MD5 {stored_md5}, not {source_md5}")
     for split, images in decoded.items():
         layout = images.shape[:1] + images.shape[2:]  # classes, then one 32x32 RGB image
         if images.dtype != np.uint8 or images.ndim != 5 or layout != (10, 32, 32, 3):
-            warnings.warn(f"Ignoring the cache {path}: {split} array {images.shape}.", stacklevel=3)
-            return None
+            return _stale_cache(
+                path, f"its {split} array is {images.dtype} {images.shape}, expected uint8 "
+                "(10, n, 32, 32, 3)"
+            )
+    actual = _decode_digest(decoded)
+    if actual != stored_sha256:
+        return _stale_cache(
+            path, f"its arrays have SHA-256 {actual[:16]}..., not the stored "
+            f"{stored_sha256[:16]}... (changed on disk)"
+        )
     return decoded
 
 
-def _write_decode_cache(path: pathlib.Path, decoded: dict[str, np.ndarray]) -> None:
-    """Write atomically; a cache that cannot be written only costs a new decode next time."""
+def _stale_cache(path: pathlib.Path, reason: str) -> None:
+    warnings.warn(f"Rebuilding the CIFAR-10 decode cache {path}: {reason}.", stacklevel=4)
+    return None
+
+
+def _write_decode_cache(
+    path: pathlib.Path, decoded: dict[str, np.ndarray], source_md5: str
+) -> None:
+    """Write atomically (temporary file, then os.replace), with the arrays' SHA-256 and the
+    source archive's MD5; a cache that cannot be written only costs a new decode next time."""
+    meta = {
+        "format_version": np.array(_DECODE_CACHE_VERSION),
+        "source_md5": np.array(source_md5),
+        "sha256": np.array(_decode_digest(decoded)),
+    }
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            np.savez(handle, **decoded)
-        os.replace(handle.name, path)
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as handle:
+            temporary = handle.name
+            np.savez(handle, **{split: decoded[split] for split in SPLITS}, **meta)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        temporary = None
     except OSError as error:
         warnings.warn(f"Could not write the decode cache {path} ({error}).", stacklevel=3)
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 def _official_order(per_class: np.ndarray, labels: np.ndarray, where: str) -> np.ndarray:
@@ -649,10 +820,10 @@ def _jpeg_cifar(tarball_key: _FileKey, order_key: _FileKey) -> _RawImages:
         ) from None
 
     cache_path = _cache_dir() / f"cifar10-jpeg-{tarball_key.md5}.npz"
-    decoded = _read_decode_cache(cache_path)
+    decoded = _read_decode_cache(cache_path, tarball_key.md5)
     if decoded is None:
         decoded = _decode_jpeg_tarball(tarball_content, tarball_key.path)
-        _write_decode_cache(cache_path, decoded)
+        _write_decode_cache(cache_path, decoded, tarball_key.md5)
 
     splits = {}
     for split in SPLITS:
@@ -667,14 +838,15 @@ def _jpeg_cifar(tarball_key: _FileKey, order_key: _FileKey) -> _RawImages:
 
 def _cifar10_raw(root, download: bool) -> _RawImages:
     """Pick the CIFAR-10 source: official batches, official tarball, JPEG copy, then download."""
-    base = data_root(root)
+    resolved = _resolve_root(root)
+    base = resolved.path
     batch_dir = base / _CIFAR_BATCH_DIR
     tarball = base / _CIFAR_TARBALL.relpath
     jpeg_tarball = base / _CIFAR_JPEG_TARBALL.relpath
     if batch_dir.is_dir():
         return _official_cifar_from_dir(_official_cifar_dir_keys(batch_dir))
     if not tarball.is_file() and jpeg_tarball.is_file():
-        order = _fetch(base, _CIFAR_JPEG_ORDER, download=False)
+        order = _fetch(resolved, _CIFAR_JPEG_ORDER, download=False)
         return _jpeg_cifar(
             _file_key(jpeg_tarball, _CIFAR_JPEG_TARBALL.md5),
             _file_key(order, _CIFAR_JPEG_ORDER.md5),
@@ -687,7 +859,11 @@ def _cifar10_raw(root, download: bool) -> _RawImages:
             "or pass root=... to a folder that holds them, or allow download=True to fetch "
             "the official tarball."
         )
-    _fetch(base, _CIFAR_TARBALL, download)
+    alternatives = (
+        f"; or, instead of it, the official batches {batch_dir}/, or the JPEG copy "
+        f"{jpeg_tarball} with {base / _CIFAR_JPEG_ORDER.relpath}"
+    )
+    _fetch(resolved, _CIFAR_TARBALL, download, alternatives)
     return _official_cifar_from_tarball(_file_key(tarball, _CIFAR_TARBALL.md5))
 
 
@@ -695,6 +871,7 @@ def _cifar_image_data(
     split: str, root, normalize: bool, download: bool, labels_kept: range, name: str
 ) -> ImageData:
     _check_split(split)
+    _check_flags(normalize, download)
     raw = _cifar10_raw(root, download)
     images, labels = raw.splits[split]
     if len(labels_kept) < 10:
@@ -741,8 +918,7 @@ def load_cifar5(
 
     Labels keep their CIFAR-10 ids (5..9 for the outliers); ``classes`` lists all ten names.
     """
-    if not isinstance(outliers, bool):
-        raise ValueError(f"outliers must be True or False, got {outliers!r}")
+    check_bool("outliers", outliers)
     if outliers:
         return _cifar_image_data(
             split, root, normalize, download, range(_CIFAR5_CLASSES_IN, 10), "CIFAR-5 outliers"

@@ -6,12 +6,16 @@ import hashlib
 import io
 import pathlib
 import pickle
+import re
 import shutil
 import tarfile
+import warnings
+import zipfile
 
 import numpy as np
 import pooch
 import pytest
+import requests
 import torch
 from PIL import Image
 
@@ -23,6 +27,7 @@ from hypernets.data import (
     MNIST_MEAN,
     MNIST_STD,
     DataError,
+    DownloadError,
     ImageData,
     ToyRegression,
     data_root,
@@ -126,9 +131,13 @@ def test_toy_rejects_bad_arguments(kwargs, parameter):
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):
+    (tmp_path / "from_env").mkdir()
+    (tmp_path / "given").mkdir()
     monkeypatch.setenv("HYPERNETS_DATA", str(tmp_path / "from_env"))
     assert data_root(tmp_path / "given") == tmp_path / "given"
     assert data_root() == tmp_path / "from_env"
+    monkeypatch.setenv("HYPERNETS_DATA", "")  # empty counts as unset
+    assert data_root() == pathlib.Path(pooch.os_cache("hypernets"))
     monkeypatch.delenv("HYPERNETS_DATA")
     assert data_root() == pathlib.Path(pooch.os_cache("hypernets"))
 
@@ -177,8 +186,15 @@ def test_notmnist():
 
 @pytest.mark.parametrize("loader", [load_mnist, load_cifar10, load_cifar5])
 def test_bad_split_is_rejected(loader):
-    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+    with pytest.raises(ValueError, match="split must be one of .*'train'.*got 'validation'"):
         loader("validation", download=False)
+
+
+@pytest.mark.parametrize("loader", [load_mnist, load_notmnist, load_cifar10, load_cifar5])
+@pytest.mark.parametrize("flag", ["normalize", "download"])
+def test_flags_must_be_booleans(loader, flag):
+    with pytest.raises(ValueError, match=f"{flag} must be True or False, got 'no'"):
+        loader(**{"download": False, flag: "no"})
 
 
 def test_subset_is_deterministic_and_without_replacement():
@@ -326,8 +342,9 @@ def recording_retrieve(calls):
 def test_notmnist_download_url(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(pooch, "retrieve", recording_retrieve(calls))
-    with pytest.raises(NoNetwork):
+    with pytest.raises(DownloadError) as error:
         load_notmnist(root=tmp_path)
+    assert isinstance(error.value.__cause__, NoNetwork)
     assert calls == [(
         "https://github.com/davidflanagan/notMNIST-to-MNIST/raw/master/t10k-images-idx3-ubyte.gz",
         "md5:2c87c839a4ef9b238846600eec8c35b7", tmp_path / "notMNIST/raw",
@@ -338,13 +355,167 @@ def test_notmnist_download_url(tmp_path, monkeypatch):
 def test_cifar_download_fetches_official_tarball(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(pooch, "retrieve", recording_retrieve(calls))
-    with pytest.raises(NoNetwork):
+    with pytest.raises(DownloadError) as error:
         load_cifar10(root=tmp_path)
+    assert isinstance(error.value.__cause__, NoNetwork)
     assert calls == [(
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "md5:c58f30108f718f92721af3b95e74349a", tmp_path, "cifar-10-python.tar.gz",
     )]
 
+
+# --------------------------------------------------------------------------------------------
+# An explicitly named data folder must exist: never created, never a silent download
+# --------------------------------------------------------------------------------------------
+
+
+def refuse_downloads(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pooch, "retrieve", recording_retrieve(calls))
+    return calls
+
+
+def missing_folder(tmp_path):
+    return tmp_path / "typo", tmp_path / "typo", FileNotFoundError, "does not exist"
+
+
+def dangling_symlink(tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    return tmp_path / "link", tmp_path / "gone", FileNotFoundError, "symbolic link to .*gone"
+
+
+def a_file(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    return tmp_path / "file", tmp_path / "file", NotADirectoryError, "is not a folder"
+
+
+@pytest.mark.parametrize("make", [missing_folder, dangling_symlink, a_file])
+@pytest.mark.parametrize("via", ["env", "root"])
+@pytest.mark.parametrize("loader", [load_mnist, load_notmnist, load_cifar10])
+def test_explicit_data_folder_must_exist(tmp_path, monkeypatch, make, via, loader):
+    folder, target, error_type, problem = make(tmp_path)
+    calls = refuse_downloads(monkeypatch)
+    if via == "env":
+        monkeypatch.setenv("HYPERNETS_DATA", str(folder))
+        kwargs, named_by = {}, "the environment variable HYPERNETS_DATA"
+    else:
+        kwargs, named_by = {"root": folder}, "the root argument"
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(error_type) as error:
+        loader(**kwargs)  # download=True: it must not be tried
+    message = str(error.value)
+    assert f"The data folder {folder}, named by {named_by}," in message
+    assert re.search(problem, message)
+    for expected in ("MNIST/raw/", "notMNIST/raw/", "cifar-10-batches-py/", "CIFAR10-jpeg/",
+                     "never created"):
+        assert expected in message
+    assert ("unset HYPERNETS_DATA" in message) == (via == "env")
+    assert calls == []
+    assert sorted(tmp_path.iterdir()) == before  # nothing created, the target neither
+    assert not target.is_dir()
+    with pytest.raises(error_type):
+        data_root(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Failed downloads (no network in any test: pooch's downloader or pooch.retrieve is replaced)
+# --------------------------------------------------------------------------------------------
+
+
+def offline_retrieve(leave_partial: bool):
+    """pooch.retrieve as it fails offline; with ``leave_partial`` it first writes half a file."""
+    def fake_retrieve(url, known_hash, path, fname):
+        pathlib.Path(path).mkdir(parents=True, exist_ok=True)  # as pooch does
+        if leave_partial:
+            (pathlib.Path(path) / fname).write_bytes(b"half a file")
+        raise requests.exceptions.ConnectionError(
+            f"HTTPSConnectionPool: Max retries exceeded with url: {url}")
+
+    return fake_retrieve
+
+
+def offline_downloader(url, output_file, pooch_instance):
+    """pooch's HTTP downloader as it fails offline after writing part of the file."""
+    pathlib.Path(output_file).write_bytes(b"the first bytes")
+    raise requests.exceptions.ConnectionError("Failed to resolve host (offline)")
+
+
+@pytest.fixture(params=["pooch temporary file", "partial target file"])
+def offline(request, monkeypatch):
+    """No network: either real pooch.retrieve with its downloader failing mid-file, or a
+    replacement that leaves a partial file at the target path."""
+    if request.param == "pooch temporary file":
+        monkeypatch.setattr(pooch.core, "choose_downloader",
+                            lambda url, progressbar=False: offline_downloader)
+    else:
+        monkeypatch.setattr(pooch, "retrieve", offline_retrieve(leave_partial=True))
+
+
+def test_failed_download_into_hypernets_data_says_what_to_do(tmp_path, monkeypatch, offline):
+    monkeypatch.setenv("HYPERNETS_DATA", str(tmp_path))
+    with pytest.raises(DownloadError) as error:
+        load_notmnist()
+    missing = tmp_path / "notMNIST/raw/t10k-images-idx3-ubyte.gz"
+    message = str(error.value)
+    assert message.startswith(
+        f"Data file {missing} is missing from the data folder {tmp_path} (named by the "
+        "environment variable HYPERNETS_DATA), and downloading it from https://github.com/")
+    assert "ConnectionError" in message and "2c87c839a4ef9b238846600eec8c35b7" in message
+    assert "Put the file there" in message
+    cache = pooch.os_cache("hypernets")
+    assert f"unset HYPERNETS_DATA to use the per-user cache {cache} with an internet" in message
+    assert isinstance(error.value.__cause__, requests.exceptions.ConnectionError)
+    assert isinstance(error.value, OSError)
+    assert list(tmp_path.iterdir()) == []  # no partial file, no empty notMNIST/raw/ left
+
+
+def test_failed_download_into_root_argument_says_what_to_do(tmp_path, monkeypatch, offline):
+    (tmp_path / "MNIST/raw").mkdir(parents=True)  # the folder exists: it stays
+    with pytest.raises(DownloadError) as error:
+        load_mnist("test", root=tmp_path)
+    message = str(error.value)
+    assert f"Data file {tmp_path / 'MNIST/raw/t10k-images-idx3-ubyte.gz'} is missing" in message
+    assert "named by the root argument" in message and "leave root unset" in message
+    assert list(tmp_path.rglob("*")) == [tmp_path / "MNIST", tmp_path / "MNIST/raw"]
+
+
+def test_failed_download_into_user_cache_names_file_and_cache(tmp_path, monkeypatch, offline):
+    cache = tmp_path / "user-cache" / "hypernets"
+    monkeypatch.delenv("HYPERNETS_DATA")
+    monkeypatch.setattr(pooch, "os_cache", lambda project: cache)
+    with pytest.raises(DownloadError) as error:
+        load_mnist("test")
+    message = str(error.value)
+    missing = cache / "MNIST/raw/t10k-images-idx3-ubyte.gz"
+    assert message.startswith(
+        "Could not download https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz"
+        f" into the per-user cache {cache} (ConnectionError: ")
+    assert f"The file {missing} is missing." in message
+    assert "internet connection" in message and "HYPERNETS_DATA" in message
+    assert list(tmp_path.rglob("*.gz")) == [] and list(tmp_path.rglob("*tmp*")) == []
+
+
+def test_failed_cifar_download_names_the_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setattr(pooch, "retrieve", offline_retrieve(leave_partial=False))
+    with pytest.raises(DownloadError) as error:
+        load_cifar5(root=tmp_path)
+    message = str(error.value)
+    assert f"Data file {tmp_path / 'cifar-10-python.tar.gz'} is missing" in message
+    assert f"the official batches {tmp_path / 'cifar-10-batches-py'}/" in message
+    assert f"the JPEG copy {tmp_path / JPEG_TARBALL} with {tmp_path / JPEG_ORDER}" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_download_checksum_is_a_download_error(tmp_path, monkeypatch):
+    """A host serving other content: pooch's MD5 check fails, nothing is kept."""
+    def wrong_content(url, output_file, pooch_instance):
+        pathlib.Path(output_file).write_bytes(b"<html>moved</html>")
+
+    monkeypatch.setattr(pooch.core, "choose_downloader",
+                        lambda url, progressbar=False: wrong_content)
+    with pytest.raises(DownloadError, match="ValueError: MD5 hash of downloaded file"):
+        load_notmnist(root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 # --------------------------------------------------------------------------------------------
 # CIFAR-10 official batches: not staged, so a small tarball in the official format stands in,
@@ -518,24 +689,6 @@ def test_cifar_decode_is_cached(cifar_train):
     assert torch.equal(again.x[:100], cifar_train.x[:100])
 
 
-def test_unusable_decode_cache_is_ignored_with_a_warning(tmp_path):
-    cache = tmp_path / "cifar10-jpeg-cache.npz"
-    good = {
-        "train": np.zeros((10, 2, 32, 32, 3), np.uint8),
-        "test": np.ones((10, 1, 32, 32, 3), np.uint8),
-    }
-    data._write_decode_cache(cache, good)
-    assert np.array_equal(data._read_decode_cache(cache)["test"], good["test"])
-    np.savez(cache, train=np.zeros((10, 2, 32, 31, 3), np.uint8), test=good["test"])
-    with pytest.warns(UserWarning, match="train array"):
-        assert data._read_decode_cache(cache) is None
-    cache.write_bytes(b"half-written")
-    with pytest.warns(UserWarning, match="unreadable cache"):
-        assert data._read_decode_cache(cache) is None
-    with pytest.warns(UserWarning, match="Could not write"):
-        data._write_decode_cache(cache / "below-a-file.npz", good)
-
-
 def test_describe_tables_count_classes_and_keep_provenance():
     images = data.ImageData(x=torch.zeros(5, 1, 2, 2), y=torch.tensor([0, 0, 1, 2, 2]), name="toyset",
                             split="test", classes=("a", "b", "c"), source="made here", lossy=False,
@@ -547,3 +700,181 @@ def test_describe_tables_count_classes_and_keep_provenance():
     toy_table = data.describe_toys(toys)
     assert toy_table["noise std"].tolist() == [3.0, 9.0]
     assert toy_table.loc[1, "y std"] == pytest.approx(toys[1].y.std().item())
+
+
+# --------------------------------------------------------------------------------------------
+# The decode cache of the JPEG copy: hashed, checked on load, rebuilt when it does not match.
+# A tiny JPEG copy in the real layout (one image per class and split) keeps these fast.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_jpeg_copy(tmp_path, monkeypatch):
+    """A data root with a 10+10-image JPEG copy, its label order, and the module's MD5s patched;
+    returns (root, expected {split: (images [N, 3, 32, 32] uint8, labels [N])})."""
+    rng = np.random.default_rng(5)
+    root = tmp_path / "data"
+    buffer = io.BytesIO()
+    pixels = {}
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for split in ("train", "test"):
+            for label, name in enumerate(CIFAR10_CLASSES):
+                jpeg = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    jpeg, format="JPEG", quality=90)
+                with Image.open(io.BytesIO(jpeg.getvalue())) as image:
+                    pixels[split, label] = np.array(image.convert("RGB"))
+                info = tarfile.TarInfo(f"{split}/{name}/0000.jpg")
+                info.size = len(jpeg.getvalue())
+                archive.addfile(info, io.BytesIO(jpeg.getvalue()))
+    (root / "CIFAR10-jpeg").mkdir(parents=True)
+    (root / JPEG_TARBALL).write_bytes(buffer.getvalue())
+    train_labels = rng.permutation(10).astype(np.uint8)
+    order = {f"data_batch_{i}": train_labels[2 * i - 2:2 * i] for i in range(1, 6)}
+    order["test_batch"] = rng.permutation(10).astype(np.uint8)
+    np.savez(root / JPEG_ORDER, **order)
+    monkeypatch.setattr(data, "_CIFAR_JPEG_TARBALL",
+                        data._RemoteFile(JPEG_TARBALL, md5(root / JPEG_TARBALL), None))
+    monkeypatch.setattr(data, "_CIFAR_JPEG_ORDER",
+                        data._RemoteFile(JPEG_ORDER, md5(root / JPEG_ORDER), None))
+    monkeypatch.setenv("HYPERNETS_CACHE", str(tmp_path / "cache"))
+    expected = {}
+    for split, labels in (("train", train_labels), ("test", order["test_batch"])):
+        images = np.stack([pixels[split, int(label)] for label in labels]).transpose(0, 3, 1, 2)
+        expected[split] = (images, labels.astype(np.int64))
+    return root, expected
+
+
+def decode_tiny(root):
+    """The JPEG-copy loader itself, past its in-process cache (which is left untouched)."""
+    return data._jpeg_cifar.__wrapped__(
+        data._file_key(root / JPEG_TARBALL, data._CIFAR_JPEG_TARBALL.md5),
+        data._file_key(root / JPEG_ORDER, data._CIFAR_JPEG_ORDER.md5),
+    )
+
+
+def cache_file():
+    return data._cache_dir() / f"cifar10-jpeg-{data._CIFAR_JPEG_TARBALL.md5}.npz"
+
+
+def assert_decoded(raw, expected):
+    for split in ("train", "test"):
+        images, labels = raw.splits[split]
+        assert np.array_equal(images.numpy(), expected[split][0]), split
+        assert np.array_equal(labels.numpy(), expected[split][1]), split
+
+
+def count_decodes(monkeypatch):
+    calls = []
+    decode = data._decode_jpeg_tarball
+
+    def counting(*args):
+        calls.append(args[1])
+        return decode(*args)
+
+    monkeypatch.setattr(data, "_decode_jpeg_tarball", counting)
+    return calls
+
+
+def test_decode_cache_stores_hashes_and_is_reused(tiny_jpeg_copy, monkeypatch):
+    root, expected = tiny_jpeg_copy
+    decodes = count_decodes(monkeypatch)
+    assert_decoded(decode_tiny(root), expected)
+    assert len(decodes) == 1
+    assert [path.name for path in cache_file().parent.iterdir()] == [cache_file().name]
+    with np.load(cache_file()) as cached:
+        assert int(cached["format_version"]) == data._DECODE_CACHE_VERSION
+        assert str(cached["source_md5"]) == md5(root / JPEG_TARBALL)
+        assert re.fullmatch("[0-9a-f]{64}", str(cached["sha256"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_decoded(decode_tiny(root), expected)
+    assert len(decodes) == 1  # read from the cache, not decoded again
+
+
+def change_one_pixel(arrays):
+    arrays["train"][3, 0, 5, 7, 1] ^= 0x01  # the hash stays the one of the original pixels
+
+
+def other_source(arrays):
+    arrays["source_md5"] = np.array("0" * 32)
+
+
+def other_version(arrays):
+    arrays["format_version"] = np.array(1)
+
+
+def no_hash(arrays):  # the format of the version before the hash
+    for key in ("format_version", "source_md5", "sha256"):
+        del arrays[key]
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (change_one_pixel, "its arrays have SHA-256 [0-9a-f]{16}..., not the stored [0-9a-f]{16}"),
+    (other_source, "built from an archive with MD5 0{32}, not [0-9a-f]{32}"),
+    (other_version, "format version 1, expected 2"),
+    (no_hash, r"it has no content hash \(written by an older version\)"),
+    ("flip a byte of the file", "it is unreadable"),
+])
+def test_decode_cache_that_does_not_match_is_rebuilt(tiny_jpeg_copy, monkeypatch, corrupt,
+                                                     reason):
+    root, expected = tiny_jpeg_copy
+    decode_tiny(root)
+    path = cache_file()
+    if callable(corrupt):
+        with np.load(path) as cached:
+            arrays = {key: cached[key] for key in cached.files}
+        corrupt(arrays)
+        np.savez(path, **arrays)
+    else:  # inside the pixels of the train array: the zip member's CRC no longer matches
+        content = bytearray(path.read_bytes())
+        content[zipfile.ZipFile(path).getinfo("train.npy").header_offset + 2_000] ^= 0x01
+        path.write_bytes(bytes(content))
+    decodes = count_decodes(monkeypatch)
+    with pytest.warns(UserWarning, match=re.escape(
+            f"Rebuilding the CIFAR-10 decode cache {path}: ") + reason) as record:
+        raw = decode_tiny(root)
+    assert len(record) == 1 and len(decodes) == 1
+    assert_decoded(raw, expected)  # the decoded pixels, never the cached ones
+    with warnings.catch_warnings():  # rewritten: now valid again
+        warnings.simplefilter("error")
+        assert_decoded(decode_tiny(root), expected)
+    assert len(decodes) == 1
+
+
+def test_decode_cache_checks(tmp_path):
+    cache = tmp_path / "cifar10-jpeg-cache.npz"
+    good = {
+        "train": np.zeros((10, 2, 32, 32, 3), np.uint8),
+        "test": np.ones((10, 1, 32, 32, 3), np.uint8),
+    }
+    data._write_decode_cache(cache, good, "a" * 32)
+    assert np.array_equal(data._read_decode_cache(cache, "a" * 32)["test"], good["test"])
+    assert data._read_decode_cache(tmp_path / "absent.npz", "a" * 32) is None
+    data._write_decode_cache(cache, dict(good, train=np.zeros((10, 2, 32, 31, 3), np.uint8)),
+                             "a" * 32)
+    with pytest.warns(UserWarning, match=r"train array is uint8 \(10, 2, 32, 31, 3\), expected"):
+        assert data._read_decode_cache(cache, "a" * 32) is None
+    cache.write_bytes(b"half-written")
+    with pytest.warns(UserWarning, match="it is unreadable"):
+        assert data._read_decode_cache(cache, "a" * 32) is None
+    with pytest.warns(UserWarning, match="Could not write"):
+        data._write_decode_cache(cache / "below-a-file.npz", good, "a" * 32)
+
+
+def test_decode_cache_write_is_atomic(tmp_path, monkeypatch):
+    cache = tmp_path / "cifar10-jpeg-cache.npz"
+    good = {"train": np.zeros((10, 1, 32, 32, 3), np.uint8),
+            "test": np.ones((10, 1, 32, 32, 3), np.uint8)}
+    data._write_decode_cache(cache, good, "a" * 32)
+    before = cache.read_bytes()
+
+    def disk_full(file, **arrays):
+        file.write(b"PK\x03\x04 the first bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.warns(UserWarning, match="Could not write the decode cache.*No space left"):
+        data._write_decode_cache(cache, {k: v + 1 for k, v in good.items()}, "a" * 32)
+    assert cache.read_bytes() == before  # the old cache is whole
+    assert list(tmp_path.iterdir()) == [cache]  # and no temporary file is left
