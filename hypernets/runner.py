@@ -5,8 +5,13 @@
 
 ``smoke`` runs are written to ``tests/notebooks/`` (the regression baseline that CI re-executes
 with nbval), ``full`` runs to ``book/`` (what the book shows) with their results in
-``book/results/<name>.json``. Every parameter is checked against the notebook's parameters cell
-and its profile before anything runs.
+``book/results/<name>.json``. Every parameter is checked against the notebook's parameters cell,
+its profile and the rules of :func:`hypernets.book.parameter_rules` before anything runs.
+
+A notebook runs in a scratch folder: the kernel writes its results JSON there, and only once
+the run has succeeded are the executed notebook and the JSON moved into place together. A
+failed or interrupted run leaves the previous page and results as they were, and its error
+names the scratch folder, which is kept.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ from typing import Any, Iterator
 import nbformat
 import yaml
 
-from hypernets.book import PROJECT_ROOT, RESULTS_ENV, check_device, git_commit, load_profiles, resolve_parameters
+from hypernets.book import (
+    PROJECT_ROOT,
+    RESULTS_DESTINATION_ENV,
+    RESULTS_ENV,
+    check_device,
+    git_commit,
+    load_profiles,
+    resolve_parameters,
+)
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 BOOK_DIR = PROJECT_ROOT / "book"
@@ -39,7 +52,11 @@ RUN_INFO_TAG = "run-info"
 
 
 class RunnerError(Exception):
-    """A bad command line: reported as one line, before any notebook runs."""
+    """A bad command line (reported as one line, before any notebook runs) or a failed run."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by an interrupt; the message says where its scratch copy is."""
 
 
 def source_sha256(notebook: nbformat.NotebookNode | str | Path) -> str:
@@ -60,11 +77,18 @@ def parse_value(text: str) -> Any:
     """A ``-p`` value as papermill reads it: ``True``/``False``/``None``, int, float, else a string.
 
     YAML scalars, lists and mappings are accepted too (``true``, ``[1, 2]``,
-    ``{bbh: {lr: 0.001}}``); a mapping replaces the profile's whole mapping.
+    ``{bbh: {lr: 0.001}}``); a mapping replaces the profile's whole mapping. Text that is not
+    valid YAML (``{bbh: [1``) raises ValueError, saying what is wrong in one line.
     """
     if text == "None":
         return None
-    value = yaml.safe_load(text) if text.strip() else text
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        where = f" at character {mark.column + 1}" if mark is not None and mark.line == 0 else ""
+        raise ValueError(f"{text!r} is not valid YAML ({problem}{where})") from None
     if isinstance(value, str):
         try:
             return float(text)
@@ -100,6 +124,14 @@ def declared_parameters(source: Path) -> list[str]:
     """Names declared in the notebook's ``parameters`` cell (via papermill's inspection)."""
     import papermill
 
+    try:
+        nbformat.read(str(source), as_version=4)
+    except Exception as error:  # unreadable file, not JSON, not a notebook: all one answer
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise RunnerError(
+            f"cannot read notebook {source} ({type(error).__name__}: {reason[:200]}); "
+            "expected a readable Jupyter notebook file (.ipynb, nbformat 4 JSON)"
+        ) from None
     declared = list(papermill.inspect_notebook(str(source)))
     if not declared:
         raise RunnerError(f"{source} has no cell tagged 'parameters'")
@@ -148,8 +180,22 @@ def rerun_command(source: Path, profile: str, raw_overrides: dict[str, str], out
     return shlex.join(parts)
 
 
+def _check_output_folder(folder: Path, what: str) -> None:
+    """``folder`` is a folder that can be written, or can be created in a writable folder."""
+    if folder.exists() and not folder.is_dir():
+        raise RunnerError(f"{what} {folder} is not a folder; expected a folder to write the run's files to")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunnerError(f"{what} {folder} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        writable = "is not writable" if existing == folder else f"cannot be created: {existing} is not writable"
+        raise RunnerError(f"{what} {folder} {writable}; expected a folder this user can write to")
+
+
 def plan_run(source: Path, profile: str, raw_overrides: dict[str, str], output_dir: Path | None) -> RunPlan:
-    """Check a run completely (names, profile, types, device) without executing anything."""
+    """Check a run completely (notebook, names, profile, types, values, device, output folder) without executing."""
     declared = declared_parameters(source)
     for required in ("profile", "device", "seed"):
         if required not in declared:
@@ -172,7 +218,16 @@ def plan_run(source: Path, profile: str, raw_overrides: dict[str, str], output_d
             f"{source.name}: the parameters cell and hypernets/profiles/{name}.yaml disagree on "
             f"{', '.join(sorted(cell_names ^ profile_names))}"
         )
-    overrides = {key: parse_value(text) for key, text in raw_overrides.items()}
+    overrides = {}
+    for key, text in raw_overrides.items():
+        try:
+            overrides[key] = parse_value(text)
+        except ValueError as error:
+            flag = f"--{key}" if key in ("device", "seed") else f"-p {key}"
+            raise RunnerError(
+                f"{flag}: {error}; expected a value like papermill's -p (True, 3, 0.5, text) "
+                "or a YAML list or mapping ([3, 9], '{bbh: {lr: 0.001}}')"
+            ) from None
     given = {key: overrides.get(key) for key in profile_names}
     try:
         resolved = resolve_parameters(name, profile, **given)
@@ -181,7 +236,11 @@ def plan_run(source: Path, profile: str, raw_overrides: dict[str, str], output_d
         raise RunnerError(f"{source.name}: {error}") from error
     default_dir = REFERENCE_DIR if profile == "smoke" else BOOK_DIR
     target_dir = (output_dir or default_dir).resolve()
+    what = "--output-dir" if output_dir is not None else f"the output folder of profile {profile!r}"
+    _check_output_folder(target_dir, what)
     results = None if profile == "smoke" else target_dir / "results" / f"{name}.json"
+    if results is not None:
+        _check_output_folder(results.parent, "the results folder")
     return RunPlan(
         source=source,
         profile=profile,
@@ -194,20 +253,23 @@ def plan_run(source: Path, profile: str, raw_overrides: dict[str, str], output_d
 
 
 @contextlib.contextmanager
-def _results_env(path: Path | None) -> Iterator[None]:
-    """Set (or clear) ``HYPERNETS_RESULTS`` for the kernel that papermill starts."""
-    previous = os.environ.get(RESULTS_ENV)
-    if path is None:
-        os.environ.pop(RESULTS_ENV, None)
-    else:
-        os.environ[RESULTS_ENV] = str(path)
+def _results_env(scratch: Path | None, destination: Path | None) -> Iterator[None]:
+    """Set (or clear) where the kernel that papermill starts writes its results, and where they go."""
+    settings = {RESULTS_ENV: scratch, RESULTS_DESTINATION_ENV: destination}
+    previous = {key: os.environ.get(key) for key in settings}
+    for key, path in settings.items():
+        if path is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = str(path)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(RESULTS_ENV, None)
-        else:
-            os.environ[RESULTS_ENV] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 #: Shown above the run table of every run that is not at the ``full`` profile: such a copy can
@@ -245,35 +307,62 @@ def _run_info_position(notebook: nbformat.NotebookNode) -> int:
     return 0
 
 
-def execute(plan: RunPlan) -> Path:
-    """Run one planned notebook; the output replaces the previous copy only if the run succeeds."""
-    import papermill
+def _staged_path(destination: Path) -> Path:
+    """A new hidden file beside ``destination`` (same folder, so same filesystem: os.replace is atomic).
 
-    source_nb = nbformat.read(str(plan.source), as_version=4)
-    commit = git_commit()
-    parameters = {"profile": plan.profile, **plan.overrides}
-    scratch = Path(tempfile.mkdtemp(prefix=f"hypernets-run-{plan.name}-"))
-    scratch_output = scratch / f"{plan.name}.ipynb"
-    started = time.perf_counter()
-    executed_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    It gets the permissions a plain write would give (mkstemp's are private to the user).
+    """
+    handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+def publish(notebook: nbformat.NotebookNode, output: Path, results: Path | None = None,
+            results_source: Path | None = None) -> None:
+    """Put ``notebook`` at ``output`` and copy ``results_source`` to ``results``: both, or neither.
+
+    Both are first written beside their destinations, then moved into place with
+    :func:`os.replace` one right after the other; if the notebook cannot be moved, the previous
+    results file is put back. Either file is either the previous one or the new one at any time.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staged: list[Path] = []
     try:
-        with _results_env(plan.results):
-            papermill.execute_notebook(
-                str(plan.source),
-                str(scratch_output),
-                parameters=parameters,
-                kernel_name=KERNEL_NAME,
-                cwd=str(plan.source.parent),
-                progress_bar=False,
-            )
-    except papermill.PapermillExecutionError as error:
-        raise RunnerError(
-            f"{plan.source.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}; "
-            f"the partial notebook is {scratch_output}"
-        ) from error
-    wall_time_s = time.perf_counter() - started
+        staged_notebook = _staged_path(output)
+        staged.append(staged_notebook)
+        nbformat.write(notebook, str(staged_notebook))
+        if results is None:
+            os.replace(staged_notebook, output)
+            return
+        results.parent.mkdir(parents=True, exist_ok=True)
+        staged_results = _staged_path(results)
+        staged.append(staged_results)
+        shutil.copyfile(results_source, staged_results)
+        backup = None
+        if results.exists():
+            backup = _staged_path(results)
+            staged.append(backup)
+            shutil.copyfile(results, backup)
+        os.replace(staged_results, results)
+        try:
+            os.replace(staged_notebook, output)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup, results)
+            else:
+                results.unlink(missing_ok=True)
+            raise
+    finally:
+        for path in staged:
+            path.unlink(missing_ok=True)
 
-    executed = nbformat.read(str(scratch_output), as_version=4)
+
+def _annotate(executed: nbformat.NotebookNode, source_nb: nbformat.NotebookNode, plan: RunPlan, commit: str,
+              wall_time_s: float, executed_at: str) -> None:
+    """Add the run-info cell and the ``hypernets`` metadata to an executed notebook."""
     info = nbformat.v4.new_markdown_cell(run_info_markdown(plan, commit, wall_time_s, executed_at))
     info.metadata["tags"] = [RUN_INFO_TAG]
     info.id = RUN_INFO_TAG
@@ -291,8 +380,61 @@ def execute(plan: RunPlan) -> Path:
         "executed_at": executed_at,
         "command": plan.command,
     }
-    plan.output.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(executed, str(plan.output))
+
+
+def execute(plan: RunPlan) -> Path:
+    """Run one planned notebook in a scratch folder; publish its output and results only if it succeeds.
+
+    The kernel writes the results JSON into the scratch folder; after the run, the executed
+    notebook and the JSON replace the previous ones together (:func:`publish`) and the
+    scratch folder is removed. On any failure, an interrupt included, nothing is replaced and
+    the error (RunnerError, or RunInterrupted for an interrupt) names the scratch folder, kept.
+    """
+    import papermill
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"hypernets-run-{plan.name}-"))
+    scratch_output = scratch / f"{plan.name}.ipynb"
+    scratch_results = scratch / f"{plan.name}.json" if plan.results is not None else None
+
+    def kept() -> str:
+        partial = f", the partial notebook is {scratch_output}" if scratch_output.exists() else ""
+        published = " and ".join(_display_path(path) for path in (plan.output, plan.results) if path is not None)
+        return f"the scratch copy is kept in {scratch}{partial}; {published} unchanged"
+
+    try:
+        source_nb = nbformat.read(str(plan.source), as_version=4)
+        commit = git_commit()
+        parameters = {"profile": plan.profile, **plan.overrides}
+        started = time.perf_counter()
+        executed_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+        with _results_env(scratch_results, plan.results):
+            papermill.execute_notebook(
+                str(plan.source),
+                str(scratch_output),
+                parameters=parameters,
+                kernel_name=KERNEL_NAME,
+                cwd=str(plan.source.parent),
+                progress_bar=False,
+            )
+        wall_time_s = time.perf_counter() - started
+        if scratch_results is not None and not scratch_results.is_file():
+            raise RunnerError(
+                f"{plan.source.name} ran at profile {plan.profile!r} but wrote no results "
+                f"(its last cell should call cfg.finish())"
+            )
+        executed = nbformat.read(str(scratch_output), as_version=4)
+        _annotate(executed, source_nb, plan, commit, wall_time_s, executed_at)
+        publish(executed, plan.output, plan.results, scratch_results)
+    except papermill.PapermillExecutionError as error:
+        raise RunnerError(
+            f"{plan.source.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}; {kept()}"
+        ) from error
+    except RunnerError as error:
+        raise RunnerError(f"{error}; {kept()}") from error
+    except KeyboardInterrupt as error:
+        raise RunInterrupted(f"{plan.source.name} was interrupted; {kept()}") from error
+    except Exception as error:
+        raise RunnerError(f"{plan.source.name} failed: {type(error).__name__}: {error}; {kept()}") from error
     shutil.rmtree(scratch, ignore_errors=True)
     return plan.output
 
@@ -359,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerError as error:
         print(f"hypernets-run: error: {error}", file=sys.stderr)
         return 2
+    except RunInterrupted as error:
+        print(f"hypernets-run: {error}", file=sys.stderr)
+        return 130
     return 0
 
 

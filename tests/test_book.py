@@ -1,10 +1,13 @@
 """Tests of the book pipeline: profiles and setup (hypernets.book), the runner (hypernets.runner)."""
 
 import json
+import os
 import random
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -163,6 +166,8 @@ def test_run_config_is_read_only_with_attribute_access(toy_profiles, capsys):
         cfg.steps = 5
     with pytest.raises(AttributeError, match="no parameter 'epochs'"):
         cfg.epochs
+    with pytest.raises(AttributeError, match="no parameter 'torch_device'"):
+        cfg.torch_device  # removed: nothing used it
     header = capsys.readouterr().out
     for expected in ("toy", "smoke", "cpu", "commit", torch.__version__):
         assert expected in header
@@ -227,6 +232,187 @@ def test_git_commit_marks_dirty_sources_but_not_run_outputs(tmp_path):
     assert book.git_commit(tmp_path) == clean
     (tmp_path / "lib.py").write_text("a = 2\n")
     assert book.git_commit(tmp_path) == clean + "+dirty"
+
+
+# ---------------------------------------------------------------------------------------------
+# parameter rules
+# ---------------------------------------------------------------------------------------------
+
+
+def _profile_values(notebook, profile="smoke", **overrides):
+    values = {name: None for name in book.load_profiles(notebook)[profile]}
+    return {**values, **overrides}
+
+
+@pytest.mark.parametrize("notebook", book.available_notebooks())
+def test_every_profile_passes_the_parameter_rules(notebook):
+    for profile in book.load_profiles(notebook):
+        resolved = book.resolve_parameters(notebook, profile, **_profile_values(notebook, profile))
+        assert set(resolved) == set(book.load_profiles(notebook)[profile])
+
+
+@pytest.mark.parametrize(
+    "notebook, name, value, message",
+    [
+        ("adversarial", "epochs", 0, r"parameter 'epochs' must be an integer >= 1, got 0"),
+        ("mnist_table", "n_train", 60001, r"parameter 'n_train' must be an integer in \[1, 60000\].*MNIST has 60,000"),
+        ("mnist_table", "n_train", 0, r"parameter 'n_train' must be an integer in \[1, 60000\], got 0"),
+        ("anomaly_detection", "n_test", 10001, r"parameter 'n_test' must be an integer in \[1, 10000\]"),
+        ("cifar5_table", "n_train", 25001, r"in \[1, 25000\], got 25001 \(CIFAR-5 has 25,000 training images\)"),
+        ("cifar5_table", "n_test", 5001, r"parameter 'n_test' must be an integer in \[1, 5000\]"),
+        ("mnist_table", "n_samples", 0, r"parameter 'n_samples' must be an integer >= 1"),
+        ("mnist_table", "batch_size", 0, r"parameter 'batch_size' must be an integer >= 1"),
+        ("mnist_table", "eval_batch_size", 0, r"parameter 'eval_batch_size' must be an integer >= 1"),
+        ("data_tour", "seed", -1, r"parameter 'seed' must be an integer in \[0, 4294967295\], got -1"),
+        ("data_tour", "seed", 2**32, r"parameter 'seed' must be an integer in \[0, 4294967295\]"),
+        ("data_tour", "n_per_class", 0, r"parameter 'n_per_class' must be an integer >= 1"),
+        ("adversarial", "epsilons", [0.1, 1.5],
+         r"every entry of parameter 'epsilons' must be a finite number in \[0, 1\]"),
+        ("adversarial", "epsilons", [], r"parameter 'epsilons' must list at least one number"),
+        ("mnist_table", "methods", [], r"parameter 'methods' must list at least one run name"),
+        ("mnist_table", "methods", ["map", "bogus"],
+         r"every entry of parameter 'methods' must be one of .*got 'bogus'"),
+        ("mnist_table", "methods", ["map", "map"], r"parameter 'methods' lists map more than once"),
+        ("mnist_table", "options", {"typo": {"lr": 0.1}}, r"parameter 'options' names run\(s\) typo that are neither"),
+        ("mnist_table", "options", {"bbh": {"lr": 0}},
+         r"parameter 'options'\['bbh'\]\['lr'\] must be a finite number.*got 0"),
+        ("mnist_table", "options", {"map": {"epochs": 0}},
+         r"parameter 'options'\['map'\]\['epochs'\] must be an integer >= 1"),
+        ("mnist_table", "options", {"hypergan": {"hiden": 16}},
+         r"has option\(s\) hiden that method 'hypergan' does not take"),
+        ("mnist_table", "options", {"v": {"method": "nope"}}, r"parameter 'options'\['v'\]\['method'\] must be one of"),
+        ("mnist_table", "options", {"bbh": 3}, r"parameter 'options'\['bbh'\] must be a mapping"),
+        ("mnist_table", "target", "cifar_resnet",
+         r"parameter 'target' must be one of .*'lenet'.*'mnist_mlp'.*got 'cifar_resnet'"),
+        ("mnist_table", "architecture_options", {"n_chunks": 0},
+         r"'architecture_options'\['n_chunks'\] must be an integer >= 1"),
+        ("cifar5_table", "units_per_stage", 0, r"parameter 'units_per_stage' must be an integer >= 1"),
+        ("anomaly_detection", "n_nets", [2, 0], r"every entry of parameter 'n_nets' must be an integer >= 1"),
+        ("anomaly_detection", "held_out_classes", [0, 10],
+         r"every entry of parameter 'held_out_classes' must be an integer in \[0, 9\]"),
+        ("anomaly_detection", "held_out_classes", [1, 1], r"parameter 'held_out_classes' lists 1 more than once"),
+        ("anomaly_detection", "held_out_methods", ["bogus"],
+         r"every entry of parameter 'held_out_methods' must be one of"),
+        ("anomaly_detection", "held_out_epochs", 0, r"parameter 'held_out_epochs' must be an integer >= 1"),
+        ("diversity_ablation", "lr", -0.1,
+         r"parameter 'lr' must be a finite number.*got -0.1 \(null: the method's default\)"),
+        ("diversity_ablation", "toy_lr", 0, r"parameter 'toy_lr' must be a finite number.*got 0"),
+        ("diversity_ablation", "train_samples", 1, r"parameter 'train_samples' must be an integer >= 2"),
+        ("diversity_ablation", "toy_train_samples", 1, r"parameter 'toy_train_samples' must be an integer >= 2"),
+        ("diversity_ablation", "eval_every", 0, r"parameter 'eval_every' must be an integer >= 1"),
+        ("diversity_ablation", "toy_eval_every", 0, r"parameter 'toy_eval_every' must be an integer >= 1"),
+        ("diversity_ablation", "toy_steps", 0, r"parameter 'toy_steps' must be an integer >= 1"),
+        ("diversity_ablation", "n_predict_samples", 0, r"parameter 'n_predict_samples' must be an integer >= 1"),
+        ("diversity_ablation", "n_diversity_samples", 1, r"parameter 'n_diversity_samples' must be an integer >= 2"),
+        ("diversity_ablation", "toy_n_samples", 1, r"parameter 'toy_n_samples' must be an integer >= 2"),
+        ("diversity_ablation", "accuracy_tolerance", 1.5,
+         r"parameter 'accuracy_tolerance' must be a finite number in \[0, 1\]"),
+        ("diversity_ablation", "significant_ratio", 1.0,
+         r"parameter 'significant_ratio' must be a finite number in \(0, 1\)"),
+        ("diversity_ablation", "mi_beta", 0.0, r"parameter 'mi_beta' must be a finite number.*got 0.0"),
+        ("diversity_ablation", "mi_options", {"beta": 3.0}, r"parameter 'mi_options' must not set beta"),
+        ("diversity_ablation", "hypergan_options", {"use_mixer": False}, r"'hypergan_options' must not set use_mixer"),
+        ("diversity_ablation", "hypergan_options", {"widht": 3},
+         r"has option\(s\) widht that method 'hypergan' does not"),
+        ("toy_variance", "steps", 0, r"parameter 'steps' must be an integer >= 1"),
+        ("toy_variance", "noise_stds", [3.0, 0.0],
+         r"every entry of parameter 'noise_stds' must be a finite number.*got 0.0"),
+        ("toy_variance", "targets", ["toy_bbh", "toy_bbh"],
+         r"parameter 'targets' must name one target network per entry"),
+        ("toy_variance", "targets", ["lenet"],
+         r"every entry of parameter 'targets' must be one of .*'toy_bbh'.*got 'lenet'"),
+        ("toy_variance", "prior_std", 0.0, r"parameter 'prior_std' must be a finite number.*got 0.0"),
+        ("toy_variance", "nuts_processes", -1, r"parameter 'nuts_processes' must be an integer >= 0"),
+        ("toy_variance", "nuts", {"num_samples": 3}, r"'nuts'\['num_samples'\] must be an integer >= 4, got 3 \(pyro"),
+        ("toy_variance", "nuts", {"num_chain": 2},
+         r"parameter 'nuts' has setting\(s\) num_chain; it may set num_chains"),
+        ("toy_variance", "nuts", {"target_accept_prob": 1.0},
+         r"'nuts'\['target_accept_prob'\] must be a finite number in \(0, 1\)"),
+        ("weight_correlations", "nuts", {"num_chains": 3, "num_samples": 10},
+         r"'nuts'\['num_chains'\] must be an even integer >= 2"),
+        ("weight_correlations", "correlation_methods", ["map", "bbh"], r"lists 'map', a MAP run: one net cannot give"),
+        ("weight_correlations", "n_weight_samples", 2, r"parameter 'n_weight_samples' must be an integer >= 3"),
+        ("weight_correlations", "n_pairs", 0, r"parameter 'n_pairs' must be an integer >= 1"),
+        ("weight_correlations", "product_points", 0, r"parameter 'product_points' must be an integer >= 1"),
+        ("weight_correlations", "product_steps", 0, r"parameter 'product_steps' must be an integer >= 1"),
+        ("weight_correlations", "product_samples", 0, r"parameter 'product_samples' must be an integer >= 1"),
+        ("weight_correlations", "product_methods", ["bbh", "bogus"], r"every entry of parameter 'product_methods'"),
+        ("weight_correlations", "product_options", {"bogus": {}}, r"parameter 'product_options' names run\(s\) bogus"),
+    ],
+)
+def test_bad_values_are_refused_by_the_rules(notebook, name, value, message):
+    with pytest.raises(ValueError, match=message):
+        book.resolve_parameters(notebook, "smoke", **_profile_values(notebook, **{name: value}))
+
+
+def test_one_name_follows_the_data_set_of_its_notebook():
+    resolved = book.resolve_parameters("mnist_table", "smoke", **_profile_values("mnist_table", n_train=60000))
+    assert resolved["n_train"] == 60000
+    with pytest.raises(ValueError, match=r"CIFAR-5 has 25,000"):
+        book.resolve_parameters("cifar5_table", "smoke", **_profile_values("cifar5_table", n_train=30000))
+
+
+def test_runs_that_the_options_define_with_a_method_are_known_run_names():
+    values = _profile_values("mnist_table", methods=["map", "bbh_wide"],
+                             options={"bbh_wide": {"method": "bbh", "train_samples": 2, "lr": 0.01}})
+    assert book.resolve_parameters("mnist_table", "smoke", **values)["methods"] == ("map", "bbh_wide")
+    values["options"] = {"bbh_wide": {"train_samples": 2}}
+    with pytest.raises(ValueError, match=r"runs that parameter 'options' defines with a 'method' key"):
+        book.resolve_parameters("mnist_table", "smoke", **values)
+
+
+def test_an_ensemble_needs_as_many_members_as_the_weight_samples_it_is_tested_with():
+    values = _profile_values("weight_correlations", correlation_methods=["ensemble"], n_weight_samples=4,
+                             correlation_options={"ensemble": {"n_members": 3}})
+    with pytest.raises(ValueError, match=r"an ensemble of 3 members: fewer than the n_weight_samples=4"):
+        book.resolve_parameters("weight_correlations", "smoke", **values)
+    values["correlation_options"] = {"ensemble": {"n_members": 4}}
+    book.resolve_parameters("weight_correlations", "smoke", **values)
+
+
+def test_a_null_profile_value_keeps_its_declared_type():
+    assert book.load_profiles("diversity_ablation")["full"]["lr"] is None
+    values = _profile_values("diversity_ablation", "full")
+    assert book.resolve_parameters("diversity_ablation", "full", **values)["lr"] is None
+    resolved = book.resolve_parameters("diversity_ablation", "full", **{**values, "lr": 1})
+    assert resolved["lr"] == 1.0 and isinstance(resolved["lr"], float)
+    with pytest.raises(TypeError, match=r"parameter 'lr' = 'fast' has type str; expected float"):
+        book.resolve_parameters("diversity_ablation", "full", **{**values, "lr": "fast"})
+
+
+def test_a_null_profile_value_without_a_declared_type_is_an_error(toy_profiles):
+    (toy_profiles / "toy.yaml").write_text(TOY_PROFILES.replace("verbose: false", "verbose: null"))
+    with pytest.raises(ValueError, match=r"toy.yaml, profile 'smoke' sets 'verbose' to null, but no rule declares"):
+        book.resolve_parameters("toy", "smoke", **{**TOY_PARAMS, "verbose": True})
+
+
+@pytest.mark.parametrize(
+    "replaced, error, message",
+    [
+        ("steps: 10", ValueError, r"toy.yaml, profile 'smoke': parameter 'steps' must be an integer >= 1, got 0"),
+        ("seed: 3", ValueError, r"toy.yaml, profile 'smoke': parameter 'seed' must be an integer in \[0, 4294967295\]"),
+        ("steps: 10", TypeError, r"toy.yaml, profile 'smoke': parameter 'steps' = 'ten' has type str; expected int"),
+    ],
+)
+def test_the_profiles_own_values_are_checked_and_the_file_is_named(toy_profiles, replaced, error, message):
+    value = {"steps: 10": "0" if error is ValueError else "ten", "seed: 3": "-3"}[replaced]
+    key = replaced.split(":")[0]
+    (toy_profiles / "toy.yaml").write_text(TOY_PROFILES.replace(replaced, f"{key}: {value}", 1))
+    with pytest.raises(error, match=message):
+        book.resolve_parameters("toy", "smoke", **TOY_PARAMS)
+    with pytest.raises(error, match=message):
+        book.setup("toy", "smoke", **TOY_PARAMS)
+
+
+def test_finish_under_the_runner_writes_to_scratch_and_names_the_destination(toy_profiles, tmp_path, monkeypatch,
+                                                                            capsys):
+    scratch, destination = tmp_path / "scratch" / "toy.json", tmp_path / "book" / "results" / "toy.json"
+    monkeypatch.setenv(book.RESULTS_ENV, str(scratch))
+    monkeypatch.setenv(book.RESULTS_DESTINATION_ENV, str(destination))
+    book.setup("toy", "smoke", **TOY_PARAMS).finish()
+    assert f"Results written to {destination}\n" in capsys.readouterr().out
+    assert json.loads(scratch.read_text())["notebook"] == "toy"
+    assert not destination.exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,11 +552,12 @@ def test_source_hash_ignores_outputs_ids_and_metadata_but_not_source_or_tags(tmp
     assert runner.source_sha256(edited) != original
 
 
-def test_runner_executes_records_and_nbval_catches_a_changed_number(tmp_path, runner_profiles):
+def test_runner_executes_records_and_nbval_catches_a_changed_number(tmp_path, runner_profiles, scratch_root):
     """One real run (kernel and all), then nbval on its output: unchanged passes, a changed number fails."""
     notebook = _toy_notebook(tmp_path / "toy.ipynb")
     out_dir = tmp_path / "out"
     assert runner.main(["--seed", "2", "--output-dir", str(out_dir), str(notebook)]) == 0
+    assert list(scratch_root.iterdir()) == [] and [path.name for path in out_dir.iterdir()] == ["toy.ipynb"]
     executed = nbformat.read(str(out_dir / "toy.ipynb"), as_version=4)
     meta = executed.metadata["hypernets"]
     assert meta["source_sha256"] == runner.source_sha256(notebook)
@@ -401,14 +588,237 @@ def test_runner_executes_records_and_nbval_catches_a_changed_number(tmp_path, ru
     assert failed.returncode == 1 and "0.248" in failed.stdout
 
 
-def test_failed_run_keeps_the_previous_copy(tmp_path, runner_profiles, capsys):
+def test_failed_run_keeps_the_previous_copy(tmp_path, runner_profiles, scratch_root, capsys):
     notebook = _toy_notebook(tmp_path / "toy.ipynb", body=textwrap.dedent("raise ValueError('boom')"))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "toy.ipynb").write_text("previous")
     assert runner.main(["--output-dir", str(out_dir), str(notebook)]) == 2
-    assert "ValueError: boom" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    (scratch,) = scratch_root.iterdir()
+    assert "ValueError: boom" in err and f"the scratch copy is kept in {scratch}" in err
     assert (out_dir / "toy.ipynb").read_text() == "previous"
+
+
+# ---------------------------------------------------------------------------------------------
+# runner: pre-flight checks of the command line, the notebook file and the output folder
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hypernets-run: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["-p", "steps", "0"], "parameter 'steps' must be an integer >= 1, got 0"),
+        (["--seed", "-1"], "parameter 'seed' must be an integer in [0, 4294967295], got -1"),
+        (["-p", "steps", "{bbh: [1"], "-p steps: '{bbh: [1' is not valid YAML (expected ',' or ']'"),
+        (["--seed", "[1"], "--seed: '[1' is not valid YAML"),
+    ],
+)
+def test_runner_rejects_bad_values_and_malformed_yaml_in_one_line(
+    tmp_path, runner_profiles, never_execute, capsys, arguments, message
+):
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    assert runner.main([*arguments, str(notebook)]) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_malformed_yaml_of_a_mapping_parameter_names_the_parameter(tmp_path, runner_profiles, never_execute, capsys):
+    (runner_profiles / "toy.yaml").write_text("smoke: {device: cpu, seed: 3, steps: 2, options: {}}\n")
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells[1].source += "\noptions = None"
+    nbformat.write(nb, str(notebook))
+    assert runner.main(["-p", "options", "{bbh: [1", str(notebook)]) == 2
+    err = _one_line_error(capsys)
+    assert "-p options: '{bbh: [1' is not valid YAML" in err and "expected a value like papermill's -p" in err
+
+
+@pytest.mark.parametrize("content", [b"not a notebook", b"\xff\xfe\x00garbage", b'{"cells": 3}'])
+def test_an_unreadable_notebook_is_a_one_line_error(tmp_path, runner_profiles, never_execute, capsys, content):
+    notebook = tmp_path / "toy.ipynb"
+    notebook.write_bytes(content)
+    assert runner.main([str(notebook)]) == 2
+    err = _one_line_error(capsys)
+    assert f"cannot read notebook {notebook}" in err and "expected a readable Jupyter notebook" in err
+
+
+def test_an_output_dir_that_is_a_file_or_lies_under_one_is_refused(tmp_path, runner_profiles, never_execute, capsys):
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    a_file = tmp_path / "page.txt"
+    a_file.write_text("x")
+    assert runner.main(["--output-dir", str(a_file), str(notebook)]) == 2
+    assert f"--output-dir {a_file} is not a folder" in _one_line_error(capsys)
+    assert runner.main(["--output-dir", str(a_file / "sub"), str(notebook)]) == 2
+    assert f"--output-dir {a_file / 'sub'} cannot be created: {a_file} is not a folder" in _one_line_error(capsys)
+
+
+def test_an_unwritable_output_dir_is_refused(tmp_path, runner_profiles, never_execute, monkeypatch, capsys):
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # Tests may run as root, for whom permission bits do not stop writes: deny by path instead.
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    assert runner.main(["--output-dir", str(locked), str(notebook)]) == 2
+    assert f"--output-dir {locked} is not writable" in _one_line_error(capsys)
+    assert runner.main(["--output-dir", str(locked / "new"), str(notebook)]) == 2
+    assert f"cannot be created: {locked} is not writable" in _one_line_error(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# runner: scratch folder, and page and results published together
+# ---------------------------------------------------------------------------------------------
+
+#: A cell that writes the results JSON as a chapter's last cell does (cfg.finish()).
+FINISH = ("from hypernets.book import RunConfig\n"
+          "RunConfig('toy', 'full', {'device': 'cpu', 'seed': seed}, 'abc1234').finish()")
+
+
+@pytest.fixture
+def scratch_root(tmp_path, monkeypatch):
+    """The runner's scratch folders go here instead of the system's temp folder."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def previous_run(tmp_path):
+    """An output folder holding the page and results of an earlier run."""
+    out_dir = tmp_path / "out"
+    (out_dir / "results").mkdir(parents=True)
+    (out_dir / "toy.ipynb").write_text("previous page")
+    (out_dir / "results" / "toy.json").write_text('{"previous": true}')
+    return out_dir
+
+
+def _unchanged(out_dir):
+    return ((out_dir / "toy.ipynb").read_text() == "previous page"
+            and (out_dir / "results" / "toy.json").read_text() == '{"previous": true}'
+            and sorted(path.name for path in out_dir.rglob("*")) == ["results", "toy.ipynb", "toy.json"])
+
+
+def test_full_run_publishes_page_and_results_together_and_removes_its_scratch(
+    tmp_path, runner_profiles, scratch_root, previous_run
+):
+    notebook = _toy_notebook(tmp_path / "toy.ipynb", body=FINISH)
+    assert runner.main(["--profile", "full", "--device", "cpu", "--output-dir", str(previous_run), str(notebook)]) == 0
+    results = json.loads((previous_run / "results" / "toy.json").read_text())
+    assert (results["notebook"], results["profile"], results["seed"]) == ("toy", "full", 3)
+    executed = nbformat.read(str(previous_run / "toy.ipynb"), as_version=4)
+    assert executed.metadata["hypernets"]["profile"] == "full"
+    finish_cell = next(cell for cell in executed.cells if "finish()" in cell.source)
+    assert f"Results written to {previous_run / 'results' / 'toy.json'}\n" in finish_cell.outputs[-1].text
+    assert list(scratch_root.iterdir()) == []
+    assert sorted(path.name for path in previous_run.rglob("*")) == ["results", "toy.ipynb", "toy.json"]
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    for published in (previous_run / "toy.ipynb", previous_run / "results" / "toy.json"):
+        assert published.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's 0600
+
+
+def test_failed_run_keeps_the_previous_page_and_results_and_names_its_scratch(
+    tmp_path, runner_profiles, scratch_root, previous_run, capsys
+):
+    notebook = _toy_notebook(tmp_path / "toy.ipynb", body=FINISH + "\nraise ValueError('boom')")
+    assert runner.main(["--profile", "full", "--device", "cpu", "--output-dir", str(previous_run), str(notebook)]) == 2
+    err = capsys.readouterr().err
+    (scratch,) = scratch_root.iterdir()
+    assert "ValueError: boom" in err and f"the scratch copy is kept in {scratch}" in err
+    assert f"the partial notebook is {scratch / 'toy.ipynb'}" in err
+    assert (scratch / "toy.ipynb").is_file() and json.loads((scratch / "toy.json").read_text())["notebook"] == "toy"
+    assert _unchanged(previous_run)
+
+
+@pytest.fixture
+def fake_papermill(monkeypatch):
+    """papermill.execute_notebook replaced by ``behave(output_path)``, which plays the kernel's part."""
+    import papermill
+
+    def install(behave):
+        def execute_notebook(input_path, output_path, **kwargs):
+            nb = nbformat.read(input_path, as_version=4)
+            nbformat.write(nb, output_path)
+            behave(Path(output_path))
+
+        monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+
+    return install
+
+
+def test_interrupted_run_keeps_the_previous_page_and_results_and_names_its_scratch(
+    tmp_path, runner_profiles, scratch_root, previous_run, fake_papermill, capsys
+):
+    def interrupted(output_path):
+        Path(os.environ[book.RESULTS_ENV]).write_text('{"new": true}')
+        raise KeyboardInterrupt
+
+    fake_papermill(interrupted)
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    arguments = ["--profile", "full", "--device", "cpu", "--output-dir", str(previous_run), str(notebook)]
+    assert runner.main(arguments) == 130
+    err = capsys.readouterr().err
+    (scratch,) = scratch_root.iterdir()
+    assert err.startswith("hypernets-run: toy.ipynb was interrupted; ") and f"kept in {scratch}" in err
+    assert (scratch / "toy.json").read_text() == '{"new": true}'
+    assert _unchanged(previous_run)
+    assert book.RESULTS_ENV not in os.environ and book.RESULTS_DESTINATION_ENV not in os.environ
+
+
+def test_a_full_run_that_writes_no_results_publishes_nothing(
+    tmp_path, runner_profiles, scratch_root, previous_run, fake_papermill, capsys
+):
+    fake_papermill(lambda output_path: None)
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    assert runner.main(["--profile", "full", "--device", "cpu", "--output-dir", str(previous_run), str(notebook)]) == 2
+    err = capsys.readouterr().err
+    assert "wrote no results (its last cell should call cfg.finish())" in err and str(scratch_root) in err
+    assert _unchanged(previous_run)
+
+
+def test_an_error_after_the_kernel_is_reported_with_the_scratch_too(
+    tmp_path, runner_profiles, scratch_root, previous_run, fake_papermill, monkeypatch, capsys
+):
+    fake_papermill(lambda output_path: Path(os.environ[book.RESULTS_ENV]).write_text("{}"))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "publish", broken)
+    notebook = _toy_notebook(tmp_path / "toy.ipynb")
+    assert runner.main(["--profile", "full", "--device", "cpu", "--output-dir", str(previous_run), str(notebook)]) == 2
+    err = capsys.readouterr().err
+    (scratch,) = scratch_root.iterdir()
+    assert "toy.ipynb failed: OSError: disk full" in err and f"kept in {scratch}" in err
+    assert _unchanged(previous_run)
+
+
+def test_publish_puts_the_previous_results_back_when_the_page_cannot_be_moved(previous_run, tmp_path, monkeypatch):
+    new_results = tmp_path / "new.json"
+    new_results.write_text('{"new": true}')
+    page, results = previous_run / "toy.ipynb", previous_run / "results" / "toy.json"
+    real_replace = os.replace
+
+    def replace(source, destination):
+        if Path(destination) == page:
+            raise OSError("cannot move the page")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="cannot move the page"):
+        runner.publish(new_notebook(), page, results, new_results)
+    assert _unchanged(previous_run)
+    monkeypatch.setattr(os, "replace", real_replace)
+    runner.publish(new_notebook(), page, results, new_results)
+    assert results.read_text() == '{"new": true}' and nbformat.read(str(page), as_version=4).cells == []
+    assert sorted(path.name for path in previous_run.rglob("*")) == ["results", "toy.ipynb", "toy.json"]
 
 
 # ---------------------------------------------------------------------------------------------
