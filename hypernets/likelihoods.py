@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from hypernets.validation import check_positive
 
 
 class Likelihood(ABC):
@@ -32,11 +35,35 @@ class Categorical(Likelihood):
         if y.dim() != 1 or y.shape[0] != outputs.shape[1]:
             raise ValueError(f"labels y must have shape [B={outputs.shape[1]}], got {tuple(y.shape)}")
         n_samples, batch, n_classes = outputs.shape
+        check_class_labels("y", y, n_classes)
         flat = F.cross_entropy(outputs.reshape(-1, n_classes), y.repeat(n_samples), reduction="none")
         return flat.reshape(n_samples, batch)
 
     def predictive(self, outputs):
         return outputs.softmax(-1)
+
+
+def check_class_labels(name: str, y: Tensor, n_classes: int) -> None:
+    """Refuse labels that are not int64 class indices in [0, n_classes - 1].
+
+    torch's cross-entropy skips the label -100 (its ``ignore_index``) without a word, so a
+    label outside the range must fail here, naming the range. The value check is one min/max
+    reduction over ``y``.
+    """
+    if not isinstance(y, Tensor):
+        raise ValueError(f"{name} must be a tensor of class indices, got {type(y).__name__}")
+    if y.dtype != torch.long:
+        hint = (" (integer class labels given as floats?)" if y.is_floating_point() else "")
+        raise ValueError(f"{name} must hold class indices as torch.int64 (torch.long), got "
+                         f"{y.dtype}{hint}; convert with {name}.long()")
+    if y.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(y))
+    if low < 0 or high >= n_classes:
+        note = (" (-100 is torch's ignore_index: those examples would be skipped silently)"
+                if low == -100 or bool((y == -100).any()) else "")
+        raise ValueError(f"{name} must hold class indices in [0, {n_classes - 1}] for a target "
+                         f"with {n_classes} outputs, got values from {low} to {high}{note}")
 
 
 class Gaussian(Likelihood):
@@ -45,9 +72,7 @@ class Gaussian(Likelihood):
     task = "regression"
 
     def __init__(self, noise_std: float):
-        if not noise_std > 0:
-            raise ValueError(f"noise_std must be > 0, got {noise_std}")
-        self.noise_std = float(noise_std)
+        self.noise_std = check_positive("noise_std", noise_std)
 
     def nll(self, outputs, y):
         if y.shape != outputs.shape[1:]:
@@ -57,14 +82,3 @@ class Gaussian(Likelihood):
 
     def predictive(self, outputs):
         return outputs
-
-
-def likelihood_for(task: str, noise_std: float | None = None) -> Likelihood:
-    """``"classification"`` -> Categorical; ``"regression"`` -> Gaussian(noise_std)."""
-    if task == "classification":
-        return Categorical()
-    if task == "regression":
-        if noise_std is None:
-            raise ValueError("regression needs noise_std (the known observation noise)")
-        return Gaussian(noise_std)
-    raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")

@@ -62,15 +62,138 @@ def test_non_finite_loss_names_the_step():
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "exactly one of epochs or steps"),
     ({"epochs": 1, "steps": 1}, "exactly one of epochs or steps"),
-    ({"epochs": 0}, "epochs/steps must be >= 1"),
-    ({"epochs": 1, "batch_size": 0}, "batch_size"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+    ({"epochs": True}, "epochs must be an integer >= 1, got True"),
+    ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+    ({"steps": "3"}, "steps must be an integer >= 1, got '3'"),
+    ({"epochs": 1, "batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"epochs": 1, "batch_size": True}, "batch_size must be an integer >= 1, got True"),
+    ({"epochs": 1, "batch_size": 8.0}, "batch_size must be an integer >= 1, got 8.0"),
+    ({"epochs": 1, "lr": "1e-3"}, r"lr must be a finite number\b.*, got '1e-3'"),
+    ({"epochs": 1, "lr": 0}, r"lr must be a finite number\b.*, got 0"),
+    ({"epochs": 1, "lr": -1e-3}, r"lr must be a finite number\b.*"),
+    ({"epochs": 1, "lr": float("nan")}, r"lr must be a finite number\b.*"),
+    ({"epochs": 1, "eval_every": 0}, "eval_every must be an integer >= 1, got 0"),
+    ({"epochs": 1, "eval_every": -2}, "eval_every must be an integer >= 1, got -2"),
+    ({"epochs": 1, "seed": 1.5}, "seed must be an integer, got 1.5"),
     ({"epochs": 1, "resume": True}, "resume=True needs a checkpoint"),
-    ({"epochs": 1, "precision": "fp16"}, "precision must be"),
+    ({"epochs": 1, "resume": "yes", "checkpoint": "ck.pt"}, "resume must be True or False"),
+    ({"epochs": 1, "checkpoint": 3}, "checkpoint must be a path or None, got 3"),
+    ({"epochs": 1, "transform": "crop"}, "transform must be callable"),
+    ({"epochs": 1, "evaluate": {"rmse": 1.0}}, "evaluate must be callable"),
+    ({"epochs": 1, "precision": "fp16"}, "precision must be 'fp32' or 'bf16', got 'fp16'"),
+    ({"epochs": 1, "precision": "bf16"}, "precision='bf16' is for CUDA devices"),
 ])
 def test_bad_arguments(kwargs, message):
     x, y = _toy()
+    method = _map()
+    initial = [p.detach().clone() for p in method.parameters()]
     with pytest.raises(ValueError, match=message):
-        fit(_map(), x, y, progress=False, **kwargs)
+        fit(method, x, y, progress=False, **kwargs)
+    for a, b in zip(initial, method.parameters()):
+        assert torch.equal(a, b)  # refused before the first step
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda x, y: (x.numpy(), y), "x must be a torch.Tensor, got ndarray"),
+    (lambda x, y: (x, y.tolist()), "y must be a torch.Tensor, got list"),
+    (lambda x, y: (x[:10], y), "same length, got 10 and 20"),
+    (lambda x, y: (x[:0], y[:0]), "training data is empty"),
+    (lambda x, y: (x.long(), y), "x must be a floating-point tensor, got torch.int64"),
+])
+def test_bad_training_data(make, message):
+    x, y = make(*_toy())
+    with pytest.raises(ValueError, match=message):
+        fit(_map(), x, y, epochs=1, batch_size=8, progress=False)
+
+
+def _classifier(n_classes=3):
+    return MAP(mlp([2, 8, n_classes]), Categorical(), generator=torch.Generator().manual_seed(0))
+
+
+def _labels(n=40, n_classes=3):
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(n, 2, generator=gen), torch.randint(0, n_classes, (n,), generator=gen)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (3, r"y must hold class indices in \[0, 2\] for a target with 3 outputs, got values "
+        r"from 0 to 3"),
+    (-1, r"y must hold class indices in \[0, 2\] .* got values from -1 to 2"),
+    (-100, r"y must hold class indices in \[0, 2\] .*-100 is torch's ignore_index"),
+])
+def test_out_of_range_labels_are_refused_before_training(bad, message):
+    x, y = _labels()
+    y[-1] = bad
+    method = _classifier()
+    batches = []
+    loss = method.training_loss
+    method.training_loss = lambda xb, yb, **kwargs: batches.append(yb) or loss(xb, yb, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        fit(method, x, y, epochs=1, batch_size=8, progress=False)
+    assert batches == []  # the whole set is checked before the first batch
+
+
+@pytest.mark.parametrize("convert, message", [
+    (lambda y: y.float(),
+     r"torch.int64 \(torch.long\), got torch.float32 \(integer class labels given as floats\?\)"),
+    (lambda y: y.int(), r"torch.int64 \(torch.long\), got torch.int32; convert with y.long\(\)"),
+    (lambda y: y.bool(), r"torch.int64 \(torch.long\), got torch.bool"),
+    (lambda y: y[:, None], r"one class index per example \(shape \[40\]\)"),
+])
+def test_class_labels_of_the_wrong_type_are_refused(convert, message):
+    x, y = _labels()
+    with pytest.raises(ValueError, match=message):
+        fit(_classifier(), x, convert(y), epochs=1, batch_size=8, progress=False)
+
+
+@pytest.mark.parametrize("bad", [-100, -1, 4])
+def test_categorical_nll_refuses_labels_out_of_range(bad):
+    outputs = torch.randn(2, 5, 4)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    y[2] = bad
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\]"):
+        Categorical().nll(outputs, y)
+    with pytest.raises(ValueError, match=r"torch.int64"):
+        Categorical().nll(outputs, y.abs().clamp(max=3).float())
+
+
+def test_categorical_nll_is_the_cross_entropy_of_every_sample():
+    outputs = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 3])
+    expected = torch.stack([torch.nn.functional.cross_entropy(o, y, reduction="none")
+                            for o in outputs])
+    torch.testing.assert_close(Categorical().nll(outputs, y), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("noise_std", [0, -1.0, float("inf"), float("nan"), "3", True])
+def test_gaussian_refuses_a_bad_noise_std(noise_std):
+    with pytest.raises(ValueError, match=r"noise_std must be a finite number\b.*, got"):
+        Gaussian(noise_std)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_samples": 0}, "n_samples must be an integer >= 1, got 0"),
+    ({"n_samples": 2.0}, "n_samples must be an integer >= 1, got 2.0"),
+    ({"n_samples": True}, "n_samples must be an integer >= 1, got True"),
+    ({"n_samples": 2, "batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"n_samples": 2, "batch_size": -5}, "batch_size must be an integer >= 1, got -5"),
+    ({"n_samples": 2, "batch_size": 7.5}, "batch_size must be an integer >= 1, got 7.5"),
+])
+def test_predict_bad_arguments(kwargs, message):
+    x, _ = _toy()
+    with pytest.raises(ValueError, match=message):
+        predict(_map(), x, **kwargs)
+
+
+def test_predict_bad_inputs_and_empty_input():
+    x, _ = _toy()
+    with pytest.raises(ValueError, match="x must be a floating-point tensor, got torch.int64"):
+        predict(_map(), x.long(), 2)
+    with pytest.raises(ValueError, match="x must be a torch.Tensor, got ndarray"):
+        predict(_map(), x.numpy(), 2)
+    assert predict(_map(), x[:0], 3).shape == (3, 0, 1)
 
 
 def test_map_learns_a_separable_classification_problem():
