@@ -1,4 +1,19 @@
-"""Uncertainty estimation with hypernetworks: data, target nets, methods, training, metrics."""
+"""Uncertainty estimation with hypernetworks: data, target nets, methods, training, metrics.
+
+The package is layered; a module imports only from layers below it (``tests/test_layers.py``):
+
+1. ``validation`` (argument checks) and ``seeding`` (seeded sampling);
+2. ``data`` (loaders, ``ImageData`` with its normalisation, the toy) and ``targets``: a
+   target network is a parameter spec plus pure forwards that run S weight sets at once;
+3. ``likelihoods`` and ``metrics``;
+4. ``methods``: the small ``Method`` contract (``sample_params`` with a leading S,
+   ``training_loss``), one module per method, the lazy ``registry``;
+5. ``training`` (``fit``, ``predict``), ``published`` and ``reference_posterior``;
+6. ``runs`` (named training runs) and then ``evaluation``, ``adversarial``, ``plots``;
+7. ``experiments``: one module per chapter; no chapter imports another;
+8. ``book`` and ``runner``: profiles, parameter rules checked before a run, the papermill
+   runner.
+"""
 
 import warnings
 

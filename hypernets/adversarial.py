@@ -10,7 +10,7 @@ network at a time and did not clip the perturbed images to the valid pixel range
 Inputs are normalised images (``(pixel - mean) / std`` per channel, pixels in [0, 1]). The
 budget ``epsilon`` is in raw pixel units, as in the papers, so a step of ``epsilon`` becomes
 ``epsilon / std`` in normalised units, and adversarial inputs are clipped to the image of
-[0, 1] under the normalisation (:class:`PixelRange`).
+[0, 1] under the normalisation (:class:`hypernets.data.PixelRange`).
 
 FGSM is a one-line formula on top of autograd; it is written here rather than taken from an
 attack library (torchattacks, ART) because those wrap ``nn.Module`` classifiers with one set of
@@ -20,9 +20,7 @@ weights and cannot average the predictive over S functional weight samples.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -30,64 +28,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hypernets import metrics
+from hypernets.data import PixelRange
 from hypernets.likelihoods import Categorical
 from hypernets.methods.base import Method
+from hypernets.seeding import seeded
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_positive_int, check_real
 
 __all__ = [
-    "PixelRange",
     "attack_curve",
     "fgsm",
     "mean_predictive_nll",
 ]
-
-
-@dataclass(frozen=True)
-class PixelRange:
-    """The per-channel normalisation ``(pixel - mean) / std`` of inputs whose pixels lie in [0, 1].
-
-    ``mean`` and ``std`` hold one value per channel (e.g. ``(MNIST_MEAN,)`` and
-    ``(MNIST_STD,)`` from :mod:`hypernets.data`). :meth:`bounds` gives the valid range of the
-    normalised inputs, computed with the same float32 arithmetic as the data loaders so that
-    every clean image lies exactly inside it.
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self):
-        mean, std = tuple(self.mean), tuple(self.std)
-        if not mean or len(mean) != len(std):
-            raise ValueError(f"mean and std need one value per channel each; got mean {self.mean!r}, "
-                             f"std {self.std!r}")
-        if not all(s > 0 and math.isfinite(s) for s in std):
-            raise ValueError(f"std must hold finite values > 0; got {self.std!r}")
-        object.__setattr__(self, "mean", tuple(float(m) for m in mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in std))
-
-    @property
-    def n_channels(self) -> int:
-        return len(self.mean)
-
-    def _per_channel(self, values: tuple[float, ...], like: Tensor) -> Tensor:
-        return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1).to(like.device, like.dtype)
-
-    def bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Lowest and highest normalised value per channel, shaped ``[C, 1, 1]`` like ``like``."""
-        mean = torch.tensor(self.mean, dtype=torch.float32)
-        std = torch.tensor(self.std, dtype=torch.float32)
-        low = (torch.zeros(self.n_channels) - mean) / std
-        high = (torch.ones(self.n_channels) - mean) / std
-        return (low.view(-1, 1, 1).to(like.device, like.dtype),
-                high.view(-1, 1, 1).to(like.device, like.dtype))
-
-    def step(self, epsilon: float, like: Tensor) -> Tensor:
-        """A raw-pixel distance ``epsilon`` in normalised units, per channel ``[C, 1, 1]``."""
-        return epsilon / self._per_channel(self.std, like)
-
-    def to_pixels(self, x: Tensor) -> Tensor:
-        """Normalised images ``[..., C, H, W]`` back to raw pixels."""
-        return x * self._per_channel(self.std, x) + self._per_channel(self.mean, x)
 
 
 def _check_images(x: Tensor, pixel_range: PixelRange) -> None:
@@ -97,10 +49,7 @@ def _check_images(x: Tensor, pixel_range: PixelRange) -> None:
 
 
 def _check_epsilon(epsilon) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not math.isfinite(epsilon) \
-            or not 0 <= epsilon <= 1:
-        raise ValueError(f"epsilon must be a pixel distance in [0, 1]; got {epsilon!r}")
-    return float(epsilon)
+    return check_real("epsilon (a pixel distance)", epsilon, minimum=0.0, maximum=1.0)
 
 
 def mean_predictive_nll(target: TargetNet, params: Params, x: Tensor, y: Tensor) -> Tensor:
@@ -171,19 +120,15 @@ def attack_curve(method: Method, x: Tensor, y: Tensor, epsilons: Sequence[float]
     _check_images(x, pixel_range)
     if y.shape != (len(x),):
         raise ValueError(f"y must have shape [N] = [{len(x)}] to match x; got {tuple(y.shape)}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    check_positive_int("n_samples", n_samples)
+    check_positive_int("batch_size", batch_size)
     epsilons = [_check_epsilon(epsilon) for epsilon in epsilons]
     if not epsilons:
         raise ValueError("epsilons must list at least one budget")
 
     method.eval()
     device = method.device
-    fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed, device), torch.no_grad():
         params = method.sample_params(n_samples)
 
     chunks_per_epsilon: list[list[Tensor]] = [[] for _ in epsilons]

@@ -264,10 +264,7 @@ def _method_options(method: str, *, reserved: tuple[str, ...] = (), extra: Mappi
 
 def _fit_settings() -> dict[str, Rule]:
     """Rules of the training settings a run's options may override: those of the same names."""
-    try:
-        from hypernets.runs import FIT_OPTIONS
-    except ImportError:  # before hypernets.runs took the training runs out of the MNIST module
-        from hypernets.experiments.mnist import FIT_OPTIONS
+    from hypernets.runs import FIT_OPTIONS
 
     return {key: PARAMETER_RULES[key] for key in FIT_OPTIONS if key != "method"}
 
@@ -293,7 +290,7 @@ def _run_options() -> Rule:
 def _runs(options_name: str, *, distinct_nets: str | None = None) -> Rule:
     """A non-empty list of distinct run names: registry methods, or runs of ``options_name`` with a ``method``.
 
-    As :func:`hypernets.experiments.mnist.train_methods` does, options that name neither a run of
+    As :func:`hypernets.runs.train_methods` does, options that name neither a run of
     the list nor a registry method are refused. With ``distinct_nets`` (the name of a sample
     count), every run must give that many different nets: no MAP, an ensemble with enough members.
     """

@@ -61,11 +61,17 @@ __all__ = [
     "describe_images",
     "describe_toys",
     "ImageData",
+    "ImageSplits",
+    "PixelRange",
+    "MNIST_PIXELS",
+    "CIFAR10_PIXELS",
     "data_root",
     "load_mnist",
     "load_notmnist",
     "load_cifar10",
     "load_cifar5",
+    "load_mnist_splits",
+    "load_cifar5_splits",
 ]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -114,11 +120,17 @@ class ToyRegression:
     x_grid: torch.Tensor  # [n_grid, 1] evaluation grid
     noise_std: float
     seed: int
+    x_range: tuple[float, float]  # the interval the inputs are drawn from: "the data"
 
     @staticmethod
     def true_function(x: torch.Tensor) -> torch.Tensor:
         """The noise-free target x**3."""
         return x**3
+
+    def inside(self, x: torch.Tensor) -> torch.Tensor:
+        """Which inputs lie inside the data, the closed interval ``x_range``: a bool mask of x's shape."""
+        low, high = self.x_range
+        return (x >= low) & (x <= high)
 
 
 def toy_regression(
@@ -147,7 +159,8 @@ def toy_regression(
     noise = noise_std * torch.randn(n_points, 1, generator=generator)
     y = ToyRegression.true_function(x) + noise
     x_grid = torch.linspace(grid_low, grid_high, n_grid).unsqueeze(1)
-    return ToyRegression(x=x, y=y, x_grid=x_grid, noise_std=noise_std, seed=seed)
+    return ToyRegression(x=x, y=y, x_grid=x_grid, noise_std=noise_std, seed=seed,
+                         x_range=(x_low, x_high))
 
 
 def _check_range(name: str, bounds) -> tuple[float, float]:
@@ -165,9 +178,62 @@ def _check_range(name: str, bounds) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PixelRange:
+    """The per-channel normalisation ``(pixel - mean) / std`` of images whose pixels lie in [0, 1].
+
+    ``mean`` and ``std`` hold one value per channel. :meth:`bounds` gives the valid range of
+    the normalised inputs, computed with the same float32 arithmetic as the loaders so that
+    every clean image lies exactly inside it.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self):
+        mean, std = tuple(self.mean), tuple(self.std)
+        if not mean or len(mean) != len(std):
+            raise ValueError(f"mean and std need one value per channel each; got mean {self.mean!r}, "
+                             f"std {self.std!r}")
+        if not all(s > 0 and math.isfinite(s) for s in std):
+            raise ValueError(f"std must hold finite values > 0; got {self.std!r}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in std))
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.mean)
+
+    def _per_channel(self, values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1).to(like.device, like.dtype)
+
+    def bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lowest and highest normalised value per channel, shaped ``[C, 1, 1]`` like ``like``."""
+        mean = torch.tensor(self.mean, dtype=torch.float32)
+        std = torch.tensor(self.std, dtype=torch.float32)
+        low = (torch.zeros(self.n_channels) - mean) / std
+        high = (torch.ones(self.n_channels) - mean) / std
+        return (low.view(-1, 1, 1).to(like.device, like.dtype),
+                high.view(-1, 1, 1).to(like.device, like.dtype))
+
+    def step(self, epsilon: float, like: torch.Tensor) -> torch.Tensor:
+        """A raw-pixel distance ``epsilon`` in normalised units, per channel ``[C, 1, 1]``."""
+        return epsilon / self._per_channel(self.std, like)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``[..., C, H, W]`` back to raw pixels."""
+        return x * self._per_channel(self.std, x) + self._per_channel(self.mean, x)
+
+
+#: MNIST's normalisation, also used for notMNIST (which is fed to MNIST models).
+MNIST_PIXELS = PixelRange((MNIST_MEAN,), (MNIST_STD,))
+#: CIFAR-10's normalisation, also used for CIFAR-5 and its outliers.
+CIFAR10_PIXELS = PixelRange(CIFAR10_MEAN, CIFAR10_STD)
+
+
 @dataclass(frozen=True, eq=False)
 class ImageData:
-    """A labelled image set held in memory, with its provenance."""
+    """A labelled image set held in memory, with its provenance and normalisation."""
 
     x: torch.Tensor  # [N, C, H, W] float32, normalised or raw in [0, 1]
     y: torch.Tensor  # [N] int64 original class ids
@@ -176,7 +242,11 @@ class ImageData:
     classes: tuple[str, ...]  # class names indexed by label
     source: str
     lossy: bool
-    normalized: bool
+    pixel_range: PixelRange | None  # how x was normalised; None: raw pixels in [0, 1]
+
+    @property
+    def normalized(self) -> bool:
+        return self.pixel_range is not None
 
     def __post_init__(self):
         if self.x.ndim != 4 or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
@@ -516,13 +586,12 @@ def _load_idx_set(
     )
 
 
-def _to_float(
-    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], normalize: bool
-) -> torch.Tensor:
-    """uint8 [N, C, H, W] to float32 in [0, 1], then standardised per channel if ``normalize``."""
+def _to_float(images: torch.Tensor, pixel_range: PixelRange | None) -> torch.Tensor:
+    """uint8 [N, C, H, W] to float32 in [0, 1], then standardised per channel by ``pixel_range``."""
     x = images.to(torch.float32).div_(255.0)
-    if normalize:
-        x.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
+    if pixel_range is not None:
+        x.sub_(torch.tensor(pixel_range.mean).view(1, -1, 1, 1))
+        x.div_(torch.tensor(pixel_range.std).view(1, -1, 1, 1))
     return x
 
 
@@ -541,14 +610,14 @@ def load_mnist(
     _check_flags(normalize, download)
     images, labels = _load_idx_set(_MNIST_FILES[split], root, download)
     return ImageData(
-        x=_to_float(images, (MNIST_MEAN,), (MNIST_STD,), normalize),
+        x=_to_float(images, MNIST_PIXELS if normalize else None),
         y=labels.clone(),
         name="MNIST",
         split=split,
         classes=MNIST_CLASSES,
         source="official MNIST IDX files",
         lossy=False,
-        normalized=normalize,
+        pixel_range=MNIST_PIXELS if normalize else None,
     )
 
 
@@ -565,14 +634,14 @@ def load_notmnist(
     _check_flags(normalize, download)
     images, labels = _load_idx_set(_NOTMNIST_FILES, root, download)
     return ImageData(
-        x=_to_float(images, (MNIST_MEAN,), (MNIST_STD,), normalize),
+        x=_to_float(images, MNIST_PIXELS if normalize else None),
         y=labels.clone(),
         name="notMNIST",
         split="test",
         classes=NOTMNIST_CLASSES,
         source="notMNIST_small sample in MNIST's IDX format (notMNIST-to-MNIST repository)",
         lossy=False,
-        normalized=normalize,
+        pixel_range=MNIST_PIXELS if normalize else None,
     )
 
 
@@ -878,14 +947,14 @@ def _cifar_image_data(
         keep = (labels >= labels_kept.start) & (labels < labels_kept.stop)
         images, labels = images[keep], labels[keep]
     return ImageData(
-        x=_to_float(images, CIFAR10_MEAN, CIFAR10_STD, normalize),
+        x=_to_float(images, CIFAR10_PIXELS if normalize else None),
         y=labels.clone(),
         name=name,
         split=split,
         classes=CIFAR10_CLASSES,
         source=raw.source,
         lossy=raw.lossy,
-        normalized=normalize,
+        pixel_range=CIFAR10_PIXELS if normalize else None,
     )
 
 
@@ -924,6 +993,53 @@ def load_cifar5(
             split, root, normalize, download, range(_CIFAR5_CLASSES_IN, 10), "CIFAR-5 outliers"
         )
     return _cifar_image_data(split, root, normalize, download, range(_CIFAR5_CLASSES_IN), "CIFAR-5")
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """The image sets of one benchmark: training and test images, and the outliers of the test set."""
+
+    train: ImageData
+    test: ImageData
+    outliers: ImageData
+
+    @property
+    def source(self) -> str:
+        """Where the pixels come from (for CIFAR: the official batches or the lossy JPEG copy)."""
+        return self.train.source
+
+    @property
+    def lossy(self) -> bool:
+        return self.train.lossy
+
+    def subsets(self, n_train: int | None, n_test: int | None, seed: int) -> ImageSplits:
+        """Random subsets (:meth:`ImageData.subset`); ``n_test`` applies to test set and outliers."""
+        train, test, outliers = self.train, self.test, self.outliers
+        if n_train is not None:
+            train = train.subset(n_train, seed=seed)
+        if n_test is not None:
+            test, outliers = test.subset(n_test, seed=seed), outliers.subset(n_test, seed=seed)
+        return ImageSplits(train, test, outliers)
+
+
+def load_mnist_splits(n_train: int | None = None, n_test: int | None = None,
+                      seed: int = 0) -> ImageSplits:
+    """MNIST train and test, notMNIST as outliers; ``n_train``/``n_test`` draw subsets (None: all).
+
+    ``n_test`` applies to the MNIST test set and to notMNIST alike (10,000 images each).
+    """
+    return ImageSplits(load_mnist("train"), load_mnist("test"), load_notmnist()).subsets(
+        n_train, n_test, seed)
+
+
+def load_cifar5_splits(n_train: int | None = None, n_test: int | None = None,
+                       seed: int = 0) -> ImageSplits:
+    """CIFAR-5 train and test (classes 0-4), the test images of classes 5-9 as outliers.
+
+    ``n_test`` applies to the CIFAR-5 test set and to the outliers alike (5,000 images each).
+    """
+    return ImageSplits(load_cifar5("train"), load_cifar5("test"),
+                       load_cifar5("test", outliers=True)).subsets(n_train, n_test, seed)
 
 
 def describe_images(image_sets: Sequence[ImageData]) -> pd.DataFrame:

@@ -45,6 +45,8 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from hypernets.validation import check_int, check_real
+
 __all__ = [
     "PROBABILITY_TOLERANCE",
     "UNCERTAINTY_SCORES",
@@ -66,6 +68,7 @@ __all__ = [
     "pairwise_disagreement",
     "predictive_entropy",
     "predictive_mean_std",
+    "std_inside_outside",
     "probability_variance",
     "probs_from_logits",
     "reliability_diagram",
@@ -154,12 +157,6 @@ def _validate_labels(labels, batch: int, n_classes: int, name: str = "labels") -
             f"{name} must be class indices in [0, {n_classes - 1}]; found values in [{low}, {high}]"
         )
     return tensor.to(torch.int64)
-
-
-def _validate_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _validate_noise_std(noise_std) -> float:
@@ -376,7 +373,7 @@ def reliability_diagram(probs, labels, n_bins: int = 15) -> pd.DataFrame:
     """
     tensor, _ = _validate_probs(probs)
     targets = _validate_labels(labels, tensor.shape[1], tensor.shape[2])
-    n_bins = _validate_int(n_bins, "n_bins", 1)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     edges, counts, confidence_sum, correct_sum = _calibration_bins(tensor, targets, n_bins)
     denominator = counts.to(torch.float64)
     return pd.DataFrame(
@@ -400,7 +397,7 @@ def ece(probs, labels, n_bins: int = 15) -> float:
     """
     tensor, _ = _validate_probs(probs)
     targets = _validate_labels(labels, tensor.shape[1], tensor.shape[2])
-    n_bins = _validate_int(n_bins, "n_bins", 1)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     _, _, confidence_sum, correct_sum = _calibration_bins(tensor, targets, n_bins)
     # n_b/B * |acc_b - conf_b| = |sum of correct - sum of confidence| / B; empty bins add 0.
     return float((correct_sum - confidence_sum).abs().sum() / tensor.shape[1])
@@ -502,7 +499,7 @@ def entropy_ecdf(probs, n_points: int = 200) -> tuple[torch.Tensor, torch.Tensor
     (``scipy.stats.ecdf``).
     """
     tensor, _ = _validate_probs(probs)
-    n_points = _validate_int(n_points, "n_points", 2)
+    n_points = check_int("n_points", n_points, minimum=2)
     grid = torch.linspace(0.0, math.log(tensor.shape[2]), n_points, dtype=torch.float64)
     entropies = _predictive_entropy(tensor).numpy()
     cdf = stats.ecdf(entropies).cdf.evaluate(grid.numpy())
@@ -590,8 +587,8 @@ def weight_correlations(samples, n_pairs: int = 1000, seed: int = 0) -> pd.DataF
     if n_samples < 3 or n_weights < 2:
         raise ValueError(f"samples needs S >= 3 samples of P >= 2 weights; got shape {tuple(tensor.shape)}")
     _require_finite(tensor, "samples")
-    n_pairs = _validate_int(n_pairs, "n_pairs", 1)
-    seed = _validate_int(seed, "seed", 0)
+    n_pairs = check_int("n_pairs", n_pairs, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     values = tensor.to(torch.float64).numpy()
     rng = np.random.default_rng(seed)
     first = rng.integers(n_weights, size=n_pairs)
@@ -636,6 +633,24 @@ def predictive_mean_std(samples, noise_std: float = 0.0) -> tuple[torch.Tensor, 
     return mean.to(dtype), std.to(dtype)
 
 
+def std_inside_outside(samples, inside) -> tuple[float, float]:
+    """Mean predictive std of sampled functions over the points inside and outside a region.
+
+    ``samples`` is ``[S, G]`` (S functions on G points), ``inside`` a bool mask ``[G]`` of the
+    points inside (e.g. :meth:`hypernets.data.ToyRegression.inside` of the grid). The std is
+    the spread of the samples alone (:func:`predictive_mean_std` without noise). Both parts
+    must hold points.
+    """
+    _, std = predictive_mean_std(samples)
+    mask = torch.as_tensor(inside).reshape(-1)
+    if mask.dtype != torch.bool or mask.shape != std.shape:
+        raise ValueError(f"inside must be a bool mask of the {std.shape[0]} points, got "
+                         f"{mask.dtype} of shape {tuple(mask.shape)}")
+    if mask.all() or not mask.any():
+        raise ValueError("inside must mark some points inside and some outside the region")
+    return float(std[mask].mean()), float(std[~mask].mean())
+
+
 def rmse(samples, targets) -> float:
     """Root mean squared error of the predictive mean (scikit-learn's ``root_mean_squared_error``)."""
     tensor, target = _validate_regression(samples, targets)
@@ -675,8 +690,8 @@ def interval_coverage(
         raise ValueError(f"levels must be a non-empty sequence of numbers in (0, 1); got {levels!r}")
     coverage = {}
     for level in levels:
-        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
-            raise ValueError(f"levels must hold numbers strictly between 0 and 1; got {level!r}")
+        level = check_real("every entry of levels", level, minimum=0.0, maximum=1.0,
+                           exclusive_minimum=True, exclusive_maximum=True)
         z = float(stats.norm.ppf((1 + level) / 2))
         inside = (target - mean).abs() <= z * std
         coverage[float(level)] = float(inside.to(torch.float64).mean())

@@ -1,6 +1,8 @@
-"""Figures of the book: sample grids of the image data sets and the toy regression problem."""
+"""Figures shared by the chapters: data-set samples, the toy problem, metric panels, published vs ours."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -8,30 +10,16 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from hypernets.data import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, ImageData, ToyRegression
+from hypernets.data import ImageData, ToyRegression
+from hypernets.validation import check_positive_int
 
-# Per-channel statistics each data set is normalised with (notMNIST uses MNIST's: it is fed to
-# MNIST models), to map normalised pixels back to [0, 1] for display.
-_NORMALISATION = {
-    "MNIST": ((MNIST_MEAN,), (MNIST_STD,)),
-    "notMNIST": ((MNIST_MEAN,), (MNIST_STD,)),
-    "CIFAR-10": (CIFAR10_MEAN, CIFAR10_STD),
-    "CIFAR-5": (CIFAR10_MEAN, CIFAR10_STD),
-    "CIFAR-5 outliers": (CIFAR10_MEAN, CIFAR10_STD),
-}
 _PAD = 2  # pixels of white between tiles
 
 
 def display_pixels(data: ImageData, images: torch.Tensor) -> np.ndarray:
     """Images of ``data`` ([n, C, H, W]) as an array [n, H, W, C] in [0, 1], undoing normalisation."""
-    if data.normalized:
-        if data.name not in _NORMALISATION:
-            raise ValueError(
-                f"cannot undo the normalisation of data set {data.name!r}: known data sets are "
-                f"{', '.join(_NORMALISATION)}; load it with normalize=False to plot it"
-            )
-        mean, std = _NORMALISATION[data.name]
-        images = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    if data.pixel_range is not None:
+        images = data.pixel_range.to_pixels(images)
     return images.clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -41,8 +29,7 @@ def image_grid(data: ImageData, n_per_class: int, seed: int = 0, ax: plt.Axes | 
     The examples are drawn without replacement with a generator seeded by ``seed``; rows are
     labelled with the class names. Returns the axes.
     """
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be an integer >= 1, got {n_per_class!r}")
+    check_positive_int("n_per_class", n_per_class)
     labels = data.y.unique().tolist()
     generator = torch.Generator().manual_seed(seed)
     rows = []
@@ -115,4 +102,27 @@ def metric_panels(data: pd.DataFrame, x: str, panels: dict[str, str], hue: str,
         ax.set_ylabel("")
     axes[-1].legend(fontsize="small", loc="best")
     fig.tight_layout()
+    return fig
+
+
+def plot_comparison(comparison: pd.DataFrame, metrics_shown: Sequence[str] | None = None) -> plt.Figure:
+    """Published and our values side by side, one panel per metric (a :func:`hypernets.published.compare_with_published` table)."""
+    shown = list(dict.fromkeys(comparison["metric"])) if metrics_shown is None else list(metrics_shown)
+    long = comparison[comparison["metric"].isin(shown)].melt(
+        id_vars=["label", "metric"], value_vars=["published", "ours"], var_name="source",
+        value_name="value").dropna(subset=["value"])
+    labels = list(dict.fromkeys(comparison["label"]))
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 0.45 * len(labels) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], shown):
+        sns.barplot(data=long[long["metric"] == metric], y="label", x="value", hue="source",
+                    order=labels, hue_order=["published", "ours"], ax=ax, orient="h")
+        ax.set_title(metric)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        handles, names = ax.get_legend_handles_labels()
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.tight_layout()
+    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     return fig

@@ -25,7 +25,6 @@ cores shared with other work) without changing a single draw.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +36,9 @@ from pyro.infer.mcmc.util import diagnostics
 from torch import Tensor
 
 from hypernets.likelihoods import Likelihood
+from hypernets.seeding import seeded
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_int, check_positive, check_real
 
 #: The label of the NUTS reference in tables and figures.
 REFERENCE_LABEL = "NUTS"
@@ -126,15 +127,11 @@ def nuts_posterior(target: TargetNet, likelihood: Likelihood, x: Tensor, y: Tens
     """
     # pyro's diagnostics (split R-hat) need at least 4 draws per chain.
     for name, value, minimum in (("num_chains", num_chains, 1), ("num_samples", num_samples, 4),
-                                 ("max_tree_depth", max_tree_depth, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-    if not (math.isfinite(prior_std) and prior_std > 0):
-        raise ValueError(f"prior_std must be a finite number > 0, got {prior_std!r}")
-    if not 0 < target_accept_prob < 1:
-        raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
+                                 ("max_tree_depth", max_tree_depth, 1), ("warmup_steps", warmup_steps, 0)):
+        check_int(name, value, minimum=minimum)
+    check_positive("prior_std", prior_std)
+    check_real("target_accept_prob", target_accept_prob, minimum=0.0, maximum=1.0,
+               exclusive_minimum=True, exclusive_maximum=True)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x and y must hold the same, non-zero number of examples, got {len(x)} and {len(y)}")
 
@@ -160,8 +157,7 @@ def nuts_posterior(target: TargetNet, likelihood: Likelihood, x: Tensor, y: Tens
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps,
                 initial_params={"w": init}, disable_progbar=True)
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), _one_thread():
-        torch.manual_seed(seed)
+    with seeded(seed), _one_thread():
         mcmc.run()
     wall_time_s = time.perf_counter() - started
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from hypernets.validation import check_int, check_int_list
 
 Params = dict[str, Tensor]
 
@@ -61,25 +63,32 @@ def to_grouped(h: Tensor, layout: str, n_samples: int) -> Tensor:
     return h
 
 
-def _uniform_fan_in(shape: tuple[int, ...], fan_in: int, n_samples: int, generator) -> Tensor:
-    """PyTorch's default Linear/Conv initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return (torch.rand((n_samples, *shape), generator=generator) * 2 - 1) * bound
-
-
 class Layer:
-    """One layer: its parameter shapes, a single-net forward and an S-nets forward.
+    """One layer: its parameter shapes and initialisation, a single-net and an S-nets forward.
 
-    ``forward_layout`` runs S nets on a hidden state in one of the layouts above and returns
-    the new state and its layout; the default suits parameter-free per-example operations.
-    ``forward_batched`` is the same on ``[S, B, ...]`` in and out.
+    ``init_ranges`` gives each tensor's default initialisation as U(centre +- half_width)
+    (half-width 0: the constant centre); :meth:`init` draws from it, and the hypernetworks
+    scale their outputs by it. ``forward_layout`` runs S nets on a hidden state in one of the
+    layouts above and returns the new state and its layout; the default suits parameter-free
+    per-example operations. ``forward_batched`` is the same on ``[S, B, ...]`` in and out.
     """
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {}
 
-    def init(self, n_samples: int, generator) -> Params:
+    def init_ranges(self) -> dict[str, tuple[float, float]]:
         return {}
+
+    def init(self, n_samples: int, generator) -> Params:
+        """Independent draws of the default initialisation: each tensor [n_samples, *shape]."""
+        shapes, params = self.param_shapes(), {}
+        for key, (centre, half_width) in self.init_ranges().items():
+            shape = (n_samples, *shapes[key])
+            if half_width == 0:
+                params[key] = torch.full(shape, float(centre))
+            else:
+                params[key] = centre + (torch.rand(shape, generator=generator) * 2 - 1) * half_width
+        return params
 
     def forward_single(self, p: Params, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -109,9 +118,13 @@ class Linear(Layer):
             shapes["bias"] = (self.out_features,)
         return shapes
 
-    def init(self, n_samples, generator):
-        return {k: _uniform_fan_in(s, self.in_features, n_samples, generator)
-                for k, s in self.param_shapes().items()}
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def init_ranges(self):
+        # PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias.
+        return {key: (0.0, 1.0 / math.sqrt(self.fan_in)) for key in self.param_shapes()}
 
     def forward_single(self, p, x):
         return F.linear(x, p["weight"], p.get("bias"))
@@ -145,10 +158,12 @@ class Conv2d(Layer):
             shapes["bias"] = (self.out_channels,)
         return shapes
 
-    def init(self, n_samples, generator):
-        fan_in = self.in_channels * self.kernel_size**2
-        return {k: _uniform_fan_in(s, fan_in, n_samples, generator)
-                for k, s in self.param_shapes().items()}
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * self.kernel_size**2
+
+    def init_ranges(self):
+        return {key: (0.0, 1.0 / math.sqrt(self.fan_in)) for key in self.param_shapes()}
 
     def forward_single(self, p, x):
         return F.conv2d(x, p["weight"], p.get("bias"), stride=self.stride, padding=self.padding)
@@ -175,9 +190,8 @@ class GroupNorm(Layer):
     def param_shapes(self):
         return {"weight": (self.num_channels,), "bias": (self.num_channels,)}
 
-    def init(self, n_samples, generator):
-        return {"weight": torch.ones(n_samples, self.num_channels),
-                "bias": torch.zeros(n_samples, self.num_channels)}
+    def init_ranges(self):
+        return {"weight": (1.0, 0.0), "bias": (0.0, 0.0)}
 
     def forward_single(self, p, x):
         return F.group_norm(x, self.num_groups, p["weight"], p["bias"])
@@ -276,9 +290,9 @@ class ResidualBlock(Layer):
         return {f"{name}.{k}": s for name, layer in self.sublayers().items()
                 for k, s in layer.param_shapes().items()}
 
-    def init(self, n_samples, generator):
+    def init_ranges(self):
         return {f"{name}.{k}": v for name, layer in self.sublayers().items()
-                for k, v in layer.init(n_samples, generator).items()}
+                for k, v in layer.init_ranges().items()}
 
     @staticmethod
     def _local(p, name):
@@ -315,6 +329,10 @@ class ResidualBlock(Layer):
         return F.relu(h + shortcut), GROUPED
 
 
+#: The layers :meth:`TargetNet.walk_mlp` can walk.
+MLP_LAYERS = (Linear, Activation, Flatten, Dropout)
+
+
 class TargetNet:
     """A target network: ordered named layers, their parameter spec, pure forwards.
 
@@ -338,6 +356,11 @@ class TargetNet:
             for layer_name, layer in self.layers
             for k, shape in layer.param_shapes().items()
         }
+        for layer_name, layer in self.layers:
+            if set(layer.init_ranges()) != set(layer.param_shapes()):
+                raise ValueError(f"layer {layer_name!r} of type {type(layer).__name__} must give "
+                                 f"an initialisation range (init_ranges) for each of its "
+                                 f"parameters {sorted(layer.param_shapes())}")
 
     def __repr__(self):
         return (f"TargetNet({self.name!r}, {len(self.param_shapes)} tensors, "
@@ -355,6 +378,39 @@ class TargetNet:
             if shapes:
                 groups[layer_name] = {f"{layer_name}.{k}": s for k, s in shapes.items()}
         return groups
+
+    def init_ranges(self) -> dict[str, tuple[float, float]]:
+        """(centre, half-width) of every tensor's default initialisation U(centre +- half-width)."""
+        return {f"{layer_name}.{k}": v for layer_name, layer in self.layers
+                for k, v in layer.init_ranges().items()}
+
+    def require_mlp(self, purpose: str) -> None:
+        """Refuse a target that :meth:`walk_mlp` cannot walk, naming ``purpose`` and the layers."""
+        unsupported = [f"{name} ({type(layer).__name__})" for name, layer in self.layers
+                       if not isinstance(layer, MLP_LAYERS)]
+        if unsupported:
+            raise ValueError(f"{purpose} needs a target of Linear, Activation, Flatten and Dropout "
+                             f"layers only; {self.name!r} has {', '.join(unsupported)}")
+
+    def walk_mlp(self, x: Tensor, linear: Callable[[str, Linear, Tensor], Tensor]) -> Tensor:
+        """Inputs ``[..., *input_shape]`` through an MLP target, every Linear layer by a hook.
+
+        ``linear(name, layer, h)`` computes each linear layer (e.g. from a distribution over
+        its pre-activations) on hidden states with any leading dimensions; activations and
+        flattening act as usual and Dropout markers pass through.
+        """
+        self.require_mlp("walk_mlp")
+        feature_dims = len(self.input_shape)
+        h = x
+        for layer_name, layer in self.layers:
+            if isinstance(layer, Linear):
+                h = linear(layer_name, layer, h)
+            elif isinstance(layer, Flatten):
+                h = h.flatten(h.dim() - feature_dims)
+                feature_dims = 1
+            elif isinstance(layer, Activation):
+                h = ACTIVATIONS[layer.name](h)
+        return h
 
     def dropout_weights(self) -> list[str]:
         """Weights of the linear layers whose inputs MC dropout masks (after a Dropout marker)."""
@@ -489,10 +545,17 @@ def toy_mlp_hypergan() -> TargetNet:
     return mlp([1, 200, 1], "elu", bias=False, dropout=True, name="toy_hypergan")
 
 
-def mnist_mlp() -> TargetNet:
-    """Bayesian Hypernetworks' anomaly-detection MLP: 784-256-256-256-10, ReLU."""
-    net = mlp([784, 256, 256, 256, 10], "relu", dropout=True, name="mnist_mlp")
-    return TargetNet(net.name, [("flatten", Flatten())] + net.layers, (1, 28, 28), 10)
+def mnist_mlp(n_classes: int = 10, hidden: Sequence[int] = (256, 256, 256)) -> TargetNet:
+    """Bayesian Hypernetworks' anomaly-detection MLP: 784-256-256-256-10, ReLU.
+
+    ``n_classes`` sets the output width (9 when a digit is held out), ``hidden`` the widths.
+    """
+    n_classes = check_int("n_classes", n_classes, minimum=2)
+    hidden = check_int_list("hidden", hidden, minimum=1)
+    name = ("mnist_mlp" if (n_classes, hidden) == (10, (256, 256, 256))
+            else f"mnist_mlp{'-'.join(map(str, hidden))}-{n_classes}")
+    net = mlp([28 * 28, *hidden, n_classes], "relu", dropout=True, name=name)
+    return TargetNet(net.name, [("flatten", Flatten())] + net.layers, (1, 28, 28), n_classes)
 
 
 def mnist_small_conv() -> TargetNet:

@@ -42,10 +42,9 @@ def check_real(name: str, value: Any, *, minimum: float | None = None,
         if ok and maximum is not None:
             ok = value < maximum if exclusive_maximum else value <= maximum
     if not ok:
-        low = "" if minimum is None else ("(" if exclusive_minimum else "[") + f"{minimum:g}"
-        high = "" if maximum is None else f"{maximum:g}" + (")" if exclusive_maximum else "]")
-        where = (f" in {low or '(-inf'}, {high or 'inf)'}" if (low or high) else "")
-        raise ValueError(f"{name} must be a finite number{where}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number"
+                         f"{_real_bounds(minimum, maximum, exclusive_minimum, exclusive_maximum)}, "
+                         f"got {value!r}")
     return value
 
 
@@ -68,7 +67,7 @@ def check_bool(name: str, value: Any) -> bool:
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
     """``value`` if it is one of ``choices``, else ValueError listing them."""
     if isinstance(value, (list, dict, set)) or value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 
 
@@ -90,4 +89,15 @@ def _bounds(minimum: int | None, maximum: int | None) -> str:
         return f" >= {minimum}"
     if maximum is not None:
         return f" <= {maximum}"
+    return ""
+
+
+def _real_bounds(minimum, maximum, exclusive_minimum, exclusive_maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return (f" in {'(' if exclusive_minimum else '['}{minimum:g}, "
+                f"{maximum:g}{')' if exclusive_maximum else ']'}")
+    if minimum is not None:
+        return f" {'>' if exclusive_minimum else '>='} {minimum:g}"
+    if maximum is not None:
+        return f" {'<' if exclusive_maximum else '<='} {maximum:g}"
     return ""

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hypernets import data
-from hypernets.adversarial import PixelRange, attack_curve, fgsm, mean_predictive_nll
+from hypernets.adversarial import attack_curve, fgsm, mean_predictive_nll
+from hypernets.data import PixelRange
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import MAP
 from hypernets.targets import Flatten, TargetNet, mlp

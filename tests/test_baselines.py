@@ -309,19 +309,19 @@ def test_bbb_local_reparameterization_rejects_convolutions():
 # -- bad arguments --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: MAP(get_target("toy_bbh"), Gaussian(3.0), prior_std=0.0), "prior_std must be > 0"),
-    (lambda: MCDropout(get_target("toy_bbh"), Gaussian(3.0), p=1.0), r"p must be in \[0, 1\)"),
-    (lambda: MCDropout(get_target("toy_bbh"), Gaussian(3.0), p=-0.1), r"p must be in \[0, 1\)"),
+    (lambda: MAP(get_target("toy_bbh"), Gaussian(3.0), prior_std=0.0), "prior_std must be a finite number > 0"),
+    (lambda: MCDropout(get_target("toy_bbh"), Gaussian(3.0), p=1.0), r"p must be a finite number in \[0, 1\)"),
+    (lambda: MCDropout(get_target("toy_bbh"), Gaussian(3.0), p=-0.1), r"p must be a finite number in \[0, 1\)"),
     (lambda: MCDropout(get_target("toy_bbh"), Gaussian(3.0), prior_std=-1.0), "prior_std"),
     (lambda: DeepEnsemble(get_target("toy_bbh"), Gaussian(3.0), n_members=0), "n_members"),
     (lambda: DeepEnsemble(get_target("toy_bbh"), Gaussian(3.0), n_members=2.5), "n_members"),
     (lambda: DeepEnsemble(get_target("toy_bbh"), Gaussian(3.0), prior_std=0.0), "prior_std"),
     (lambda: _bbb_toy(prior="laplace"), "prior must be one of"),
-    (lambda: _bbb_toy(prior_std=0.0), "prior_std must be > 0"),
+    (lambda: _bbb_toy(prior_std=0.0), "prior_std must be a finite number > 0"),
     (lambda: _bbb_toy(prior="scale_mixture", mixture_stds=(1.0, 0.0)), "mixture_stds"),
     (lambda: _bbb_toy(prior="scale_mixture", mixture_weight=1.0), "mixture_weight"),
-    (lambda: _bbb_toy(init_std=0.0), "init_std must be > 0"),
-    (lambda: _bbb_toy(train_samples=0), "train_samples must be >= 1"),
+    (lambda: _bbb_toy(init_std=0.0), "init_std must be a finite number > 0"),
+    (lambda: _bbb_toy(train_samples=0), "train_samples must be an integer >= 1"),
 ])
 def test_bad_arguments_name_the_parameter(make, message):
     with pytest.raises(ValueError, match=message):

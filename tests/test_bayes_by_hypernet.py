@@ -232,14 +232,14 @@ def test_two_runs_with_one_seed_are_identical():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"noise_dim": 4}, "noise_dim must be one of"),
+    ({"noise_dim": 4}, "noise_dim .*must be one of 1, 8, 64"),
     ({"hidden": ()}, "hidden must list"),
-    ({"prior_std": 0.0}, "prior_std must be > 0"),
-    ({"anneal_epochs": -1}, "anneal_start and anneal_epochs must be >= 0"),
+    ({"prior_std": 0.0}, "prior_std must be a finite number > 0"),
+    ({"anneal_epochs": -1}, "anneal_epochs must be a finite number >= 0"),
     ({"train_samples": 1}, "train_samples must be >= 2"),
     ({"kl_estimator": "kozachenko"}, "kl_estimator must be one of"),
     ({"n_chunks": 10}, "n_chunks is for per_layer=False"),
-    ({"per_layer": False, "n_chunks": 0}, "n_chunks must be between 1"),
+    ({"per_layer": False, "n_chunks": 0}, "n_chunks .*must be an integer in \\[1, "),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -826,14 +826,14 @@ def test_publish_puts_the_previous_results_back_when_the_page_cannot_be_moved(pr
 # ---------------------------------------------------------------------------------------------
 
 
-def _images(name="MNIST", normalized=False, labels=(5, 5, 7, 7, 7)):
+def _images(name="MNIST", pixel_range=None, labels=(5, 5, 7, 7, 7)):
     from hypernets.data import ImageData
 
     y = torch.tensor(labels)
     x = torch.arange(len(labels), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 4, 4) / 10
     classes = tuple(str(digit) for digit in range(10))
     return ImageData(x=x.clone(), y=y, name=name, split="test", classes=classes, source="test", lossy=False,
-                     normalized=normalized)
+                     pixel_range=pixel_range)
 
 
 def test_image_grid_shows_one_labelled_row_per_present_class():
@@ -859,13 +859,16 @@ def test_image_grid_refuses_classes_with_too_few_examples():
 def test_display_pixels_undoes_the_normalisation():
     from hypernets import data, plots
 
-    images = _images(normalized=True)
     raw = torch.full((1, 1, 2, 2), 0.5)
-    shown = plots.display_pixels(images, (raw - data.MNIST_MEAN) / data.MNIST_STD)
+    shown = plots.display_pixels(_images(pixel_range=data.MNIST_PIXELS),
+                                 (raw - data.MNIST_MEAN) / data.MNIST_STD)
     assert shown.shape == (1, 2, 2, 1)
     np.testing.assert_allclose(shown, 0.5, atol=1e-6)
-    with pytest.raises(ValueError, match="cannot undo the normalisation of data set 'mystery'"):
-        plots.display_pixels(_images(name="mystery", normalized=True), raw)
+    # Any data set carries its own normalisation, so a name the library does not know works too.
+    mystery = data.PixelRange((0.25,), (2.0,))
+    shown = plots.display_pixels(_images(name="mystery", pixel_range=mystery), (raw - 0.25) / 2.0)
+    np.testing.assert_allclose(shown, 0.5, atol=1e-6)
+    np.testing.assert_allclose(plots.display_pixels(_images(), raw), 0.5)  # raw pixels as they are
 
 
 def test_plot_toy_data_draws_points_and_true_function():

@@ -692,7 +692,7 @@ def test_cifar_decode_is_cached(cifar_train):
 def test_describe_tables_count_classes_and_keep_provenance():
     images = data.ImageData(x=torch.zeros(5, 1, 2, 2), y=torch.tensor([0, 0, 1, 2, 2]), name="toyset",
                             split="test", classes=("a", "b", "c"), source="made here", lossy=False,
-                            normalized=False)
+                            pixel_range=None)
     table = data.describe_images([images])
     assert table.loc[0, ["N", "classes", "per class min", "per class max"]].tolist() == [5, 3, 1, 2]
     assert table.loc[0, "source"] == "made here"
@@ -878,3 +878,33 @@ def test_decode_cache_write_is_atomic(tmp_path, monkeypatch):
         data._write_decode_cache(cache, {k: v + 1 for k, v in good.items()}, "a" * 32)
     assert cache.read_bytes() == before  # the old cache is whole
     assert list(tmp_path.iterdir()) == [cache]  # and no temporary file is left
+
+
+def test_mnist_splits_draw_reproducible_subsets():
+    splits = data.load_mnist_splits(n_train=400, n_test=150, seed=0)
+    assert (len(splits.train), len(splits.test), len(splits.outliers)) == (400, 150, 150)
+    assert splits.train.name == splits.test.name == "MNIST" and splits.outliers.name == "notMNIST"
+    assert splits.train.split == "train" and splits.test.split == "test"
+    assert splits.train.pixel_range == splits.outliers.pixel_range == data.MNIST_PIXELS
+    again = data.load_mnist_splits(n_train=400, n_test=150, seed=0)
+    assert torch.equal(again.train.y, splits.train.y) and torch.equal(again.outliers.x, splits.outliers.x)
+    other = data.load_mnist_splits(n_train=400, n_test=150, seed=1)
+    assert not torch.equal(other.train.y, splits.train.y)
+
+
+def test_cifar5_splits_keep_the_classes_apart():
+    splits = data.load_cifar5_splits(n_train=60, n_test=40, seed=0)
+    assert (len(splits.train), len(splits.test), len(splits.outliers)) == (60, 40, 40)
+    assert set(splits.train.y.tolist()) <= {0, 1, 2, 3, 4}
+    assert set(splits.test.y.tolist()) <= {0, 1, 2, 3, 4}
+    assert set(splits.outliers.y.tolist()) <= {5, 6, 7, 8, 9}
+    assert splits.train.x.shape[1:] == (3, 32, 32)
+    assert splits.source == splits.train.source and splits.lossy == splits.train.lossy
+    assert splits.train.pixel_range == data.CIFAR10_PIXELS
+
+
+def test_toy_inside_is_the_closed_input_interval():
+    toy = data.toy_regression(x_range=(-2.0, 3.0))
+    assert toy.x_range == (-2.0, 3.0)
+    assert toy.inside(torch.tensor([-2.0, -2.01, 3.0, 3.01, 0.0])).tolist() == [True, False, True, False, True]
+    assert bool(toy.inside(toy.x).all())

@@ -10,8 +10,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from hypernets import metrics  # noqa: E402
-from hypernets.experiments import adversarial, mnist  # noqa: E402
+from hypernets import evaluation, metrics, runs  # noqa: E402
+from hypernets.data import MNIST_PIXELS, load_mnist_splits  # noqa: E402
+from hypernets.experiments import adversarial  # noqa: E402
 from hypernets.targets import Flatten, TargetNet, mlp  # noqa: E402
 
 EPSILONS = (0.0, 0.1, 0.2)
@@ -25,8 +26,8 @@ def small_mnist_target() -> TargetNet:
 
 @functools.lru_cache(maxsize=1)
 def trained_runs():
-    data = mnist.load_data(n_train=600, n_test=120, seed=0)
-    trained = mnist.train_methods(["map", "ensemble", "bbb"], small_mnist_target(), data.train.x,
+    data = load_mnist_splits(n_train=600, n_test=120, seed=0)
+    trained = runs.train_methods(["map", "ensemble", "bbb"], small_mnist_target(), data.train.x,
                                   data.train.y, epochs=3, batch_size=50, seed=0,
                                   options={"ensemble": {"n_members": 2}})
     return trained, data.test.x, data.test.y
@@ -53,7 +54,7 @@ def test_clean_point_equals_the_chapter_evaluation_with_the_same_nets():
     trained, x, y = trained_runs()
     table = curves()
     for name, run in trained.items():
-        probs = mnist.predict_probs(run, x, 4, seed=0)
+        probs = evaluation.predict_probs(run, x, 4, seed=0)
         clean = table[(table["method"] == name) & (table["epsilon"] == 0.0)]
         assert clean["accuracy"].item() == metrics.accuracy(probs, y)
         assert clean["entropy_auc"].item() == pytest.approx(metrics.entropy_auc(probs), abs=1e-6)
@@ -105,7 +106,7 @@ def test_adversarial_examples_respect_budget_and_pixel_range():
     images = adversarial.adversarial_examples(trained["bbb"], x[:3], y[:3], EPSILONS, n_samples=4)
     assert images.shape == (len(EPSILONS), 3, 1, 28, 28)
     assert images.min() >= -1e-6 and images.max() <= 1 + 1e-6
-    clean = adversarial.MNIST_PIXELS.to_pixels(x[:3])
+    clean = MNIST_PIXELS.to_pixels(x[:3])
     torch.testing.assert_close(images[0], clean)
     for k, epsilon in enumerate(EPSILONS):
         assert (images[k] - clean).abs().max() <= epsilon + 1e-5

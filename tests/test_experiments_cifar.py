@@ -10,8 +10,9 @@ import torch
 matplotlib.use("Agg")
 
 from hypernets import data as datasets  # noqa: E402
-from hypernets.adversarial import PixelRange  # noqa: E402
-from hypernets.experiments import cifar, mnist  # noqa: E402
+from hypernets import evaluation, runs  # noqa: E402
+from hypernets.data import PixelRange, load_cifar5_splits  # noqa: E402
+from hypernets.experiments import cifar  # noqa: E402
 from hypernets.targets import cifar_resnet, get_target  # noqa: E402
 
 CIFAR_RANGE = PixelRange(datasets.CIFAR10_MEAN, datasets.CIFAR10_STD)
@@ -19,7 +20,7 @@ CIFAR_RANGE = PixelRange(datasets.CIFAR10_MEAN, datasets.CIFAR10_STD)
 
 @functools.lru_cache(maxsize=1)
 def small_data():
-    return cifar.load_data(n_train=60, n_test=40, seed=0)
+    return load_cifar5_splits(n_train=60, n_test=40, seed=0)
 
 
 def tiny_resnet():
@@ -30,23 +31,13 @@ def tiny_resnet():
 @functools.lru_cache(maxsize=1)
 def trained_runs():
     data = small_data()
-    return mnist.train_methods(["map", "ensemble", "bbb"], tiny_resnet(), data.train.x,
+    return runs.train_methods(["map", "ensemble", "bbb"], tiny_resnet(), data.train.x,
                                data.train.y, epochs=2, batch_size=20,
                                transform=cifar.RandomCropFlip(), seed=0,
                                options={"ensemble": {"n_members": 2}})
 
 
 # -- data --------------------------------------------------------------------------------------
-
-
-def test_load_data_splits_classes_and_subsets():
-    data = small_data()
-    assert (len(data.train), len(data.test), len(data.outliers)) == (60, 40, 40)
-    assert set(data.train.y.tolist()) <= {0, 1, 2, 3, 4}
-    assert set(data.test.y.tolist()) <= {0, 1, 2, 3, 4}
-    assert set(data.outliers.y.tolist()) <= {5, 6, 7, 8, 9}
-    assert data.train.x.shape[1:] == (3, 32, 32)
-    assert data.source == data.train.source and data.lossy == data.train.lossy
 
 
 def test_data_note_flags_the_lossy_copy():
@@ -146,11 +137,11 @@ def test_train_methods_applies_the_augmentation_to_every_batch():
         seen.append(tuple(x.shape))
         return cifar.RandomCropFlip()(x, generator)
 
-    trained = mnist.train_methods(["map"], tiny_resnet(), data.train.x, data.train.y, epochs=2,
+    trained = runs.train_methods(["map"], tiny_resnet(), data.train.x, data.train.y, epochs=2,
                                   batch_size=25, transform=recording, seed=0)
     assert seen == [(25, 3, 32, 32), (25, 3, 32, 32), (10, 3, 32, 32)] * 2
     run = trained["map"]
-    assert isinstance(run, mnist.TrainedMethod) and run.label == "MAP"
+    assert isinstance(run, runs.TrainedMethod) and run.label == "MAP"
     assert len(run.history) == 2 and run.train_time_s > 0
 
 
@@ -171,9 +162,9 @@ def test_evaluate_cifar5_gives_the_table_and_the_entropy_curves():
     for name, run in trained.items():
         assert table.set_index("method").loc[name, "train_time_s"] == run.train_time_s
     # The table's numbers are those of the chapter's building blocks on centre crops.
-    probs_in = mnist.predict_probs(trained["bbb"], cifar.centre_crop(data.test.x), 3, seed=0)
-    probs_out = mnist.predict_probs(trained["bbb"], cifar.centre_crop(data.outliers.x), 3, seed=0)
-    expected = mnist.classification_row(probs_in, data.test.y, probs_out)
+    probs_in = evaluation.predict_probs(trained["bbb"], cifar.centre_crop(data.test.x), 3, seed=0)
+    probs_out = evaluation.predict_probs(trained["bbb"], cifar.centre_crop(data.outliers.x), 3, seed=0)
+    expected = evaluation.classification_row(probs_in, data.test.y, probs_out)
     row = table.set_index("method").loc["bbb"]
     for key, value in expected.items():
         assert row[key] == pytest.approx(value)

@@ -10,9 +10,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hypernets.experiments import correlations as corr  # noqa: E402
-from hypernets.experiments.mnist import TrainedMethod  # noqa: E402
 from hypernets.likelihoods import Categorical  # noqa: E402
 from hypernets.methods.registry import make_method  # noqa: E402
+from hypernets.runs import TrainedMethod  # noqa: E402
 from hypernets.targets import mlp  # noqa: E402
 
 TINY_NUTS = {"num_chains": 4, "warmup_steps": 30, "num_samples": 30, "max_tree_depth": 4}

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hypernets import metrics
+from hypernets import evaluation, metrics, plots, runs, targets
+from hypernets.data import load_mnist_splits
 from hypernets.experiments import mnist
 from hypernets.methods.ensemble import DeepEnsemble
 from hypernets.targets import get_target
@@ -18,38 +19,29 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 @pytest.fixture(scope="module")
 def data():
-    return mnist.load_data(n_train=400, n_test=150, seed=0)
+    return load_mnist_splits(n_train=400, n_test=150, seed=0)
 
 
 def small_target(n_classes=10):
-    return mnist.mnist_mlp(n_classes, hidden=(32,))
+    return targets.mnist_mlp(n_classes, hidden=(32,))
 
 
 @pytest.fixture(scope="module")
 def trained(data):
     """MAP, MC dropout and a 3-member ensemble after 4 epochs on 400 images."""
-    return mnist.train_methods(["map", "mc_dropout", "ensemble"], small_target(), data.train.x,
+    return runs.train_methods(["map", "mc_dropout", "ensemble"], small_target(), data.train.x,
                                data.train.y, epochs=4, batch_size=50, seed=0,
                                options={"ensemble": {"n_members": 3}})
 
 
-def test_load_data_draws_subsets(data):
-    assert (len(data.train), len(data.test), len(data.outliers)) == (400, 150, 150)
-    assert data.train.name == data.test.name == "MNIST" and data.outliers.name == "notMNIST"
-    assert data.train.split == "train" and data.test.split == "test"
-    assert data.train.normalized and data.outliers.normalized
-    again = mnist.load_data(n_train=400, n_test=150, seed=0)
-    assert torch.equal(again.train.y, data.train.y) and torch.equal(again.outliers.x, data.outliers.x)
-
-
 def test_mnist_mlp_matches_the_registry_target_and_changes_its_outputs():
-    assert mnist.mnist_mlp().param_shapes == get_target("mnist_mlp").param_shapes
-    nine = mnist.mnist_mlp(9)
+    assert targets.mnist_mlp().param_shapes == get_target("mnist_mlp").param_shapes
+    nine = targets.mnist_mlp(9)
     params = nine.init(2, torch.Generator().manual_seed(0))
     assert nine(params, torch.zeros(5, 1, 28, 28)).shape == (2, 5, 9)
     assert nine.dropout_weights()  # MC dropout needs its dropout markers
     with pytest.raises(ValueError, match="n_classes must be an integer >= 2"):
-        mnist.mnist_mlp(1)
+        targets.mnist_mlp(1)
 
 
 def test_train_methods_learns_and_records(trained, data):
@@ -62,13 +54,13 @@ def test_train_methods_learns_and_records(trained, data):
     assert [record["epoch"] for record in run.history] == [1, 2, 3, 4]
     assert run.history[-1]["loss"] < run.history[0]["loss"]
     assert run.train_time_s > 0
-    probs = mnist.predict_probs(run, data.test.x, 1)
+    probs = evaluation.predict_probs(run, data.test.x, 1)
     assert metrics.accuracy(probs, data.test.y) > 0.7
 
 
 def test_training_is_deterministic(data):
     def train():
-        run = mnist.train_method("mc_dropout", small_target(), data.train.x[:100],
+        run = runs.train_method("mc_dropout", small_target(), data.train.x[:100],
                                  data.train.y[:100], epochs=1, batch_size=50, seed=3)
         return [p.detach().clone() for p in run.method.parameters()]
 
@@ -82,9 +74,9 @@ def test_training_is_deterministic(data):
 def test_variant_runs_take_their_registry_method_and_fit_options(data):
     options = {"map_wide": {"method": "map", "prior_std": 0.5, "epochs": 2, "batch_size": 100},
                "bbh": {"train_samples": 3}}  # options of registry methods not run are allowed
-    runs = mnist.train_methods(["map_wide"], small_target(), data.train.x[:200], data.train.y[:200],
+    trained = runs.train_methods(["map_wide"], small_target(), data.train.x[:200], data.train.y[:200],
                                epochs=1, batch_size=50, options=options)
-    run = runs["map_wide"]
+    run = trained["map_wide"]
     assert run.method_name == "map" and run.label == "map_wide"
     assert run.method.prior_std == 0.5
     assert [record["step"] for record in run.history] == [2, 4]  # 2 epochs of 2 batches of 100
@@ -94,32 +86,32 @@ def test_train_methods_refuses_bad_input(data):
     x, y = data.train.x[:50], data.train.y[:50]
     kwargs = dict(epochs=1, batch_size=50)
     with pytest.raises(ValueError, match="method must be one of"):
-        mnist.train_methods(["mapp"], small_target(), x, y, **kwargs)
+        runs.train_methods(["mapp"], small_target(), x, y, **kwargs)
     with pytest.raises(ValueError, match="lists a run twice"):
-        mnist.train_methods(["map", "map"], small_target(), x, y, **kwargs)
+        runs.train_methods(["map", "map"], small_target(), x, y, **kwargs)
     with pytest.raises(ValueError, match="non-empty list"):
-        mnist.train_methods("map", small_target(), x, y, **kwargs)
+        runs.train_methods("map", small_target(), x, y, **kwargs)
     with pytest.raises(ValueError, match=r"options name runs \['mc_dropuot'\]"):
-        mnist.train_methods(["map"], small_target(), x, y, options={"mc_dropuot": {}}, **kwargs)
+        runs.train_methods(["map"], small_target(), x, y, options={"mc_dropuot": {}}, **kwargs)
     with pytest.raises(ValueError, match="target must be one of"):
-        mnist.train_methods(["map"], "lenet5", x, y, **kwargs)
+        runs.train_methods(["map"], "lenet5", x, y, **kwargs)
     with pytest.raises(TypeError, match="unexpected keyword argument 'bad_option'"):
-        mnist.train_methods(["map"], small_target(), x, y, options={"map": {"bad_option": 1}},
+        runs.train_methods(["map"], small_target(), x, y, options={"map": {"bad_option": 1}},
                             **kwargs)
 
 
 def test_predict_probs_caps_samples_and_is_seeded(trained, data):
     x = data.test.x[:20]
-    assert mnist.predict_probs(trained["map"], x, 7).shape == (1, 20, 10)
-    assert mnist.predict_probs(trained["ensemble"], x, 7).shape == (3, 20, 10)
-    assert mnist.predict_probs(trained["ensemble"], x, 2).shape == (2, 20, 10)
-    dropout = mnist.predict_probs(trained["mc_dropout"], x, 7, seed=1)
+    assert evaluation.predict_probs(trained["map"], x, 7).shape == (1, 20, 10)
+    assert evaluation.predict_probs(trained["ensemble"], x, 7).shape == (3, 20, 10)
+    assert evaluation.predict_probs(trained["ensemble"], x, 2).shape == (2, 20, 10)
+    dropout = evaluation.predict_probs(trained["mc_dropout"], x, 7, seed=1)
     assert dropout.shape == (7, 20, 10)
-    assert torch.equal(dropout, mnist.predict_probs(trained["mc_dropout"], x, 7, seed=1))
-    assert not torch.equal(dropout, mnist.predict_probs(trained["mc_dropout"], x, 7, seed=2))
-    assert mnist.n_distinct_nets(trained["mc_dropout"].method, 7) == 7
+    assert torch.equal(dropout, evaluation.predict_probs(trained["mc_dropout"], x, 7, seed=1))
+    assert not torch.equal(dropout, evaluation.predict_probs(trained["mc_dropout"], x, 7, seed=2))
+    assert trained["mc_dropout"].method.n_distinct_nets(7) == 7
     with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
-        mnist.predict_probs(trained["map"], x, 0)
+        evaluation.predict_probs(trained["map"], x, 0)
 
 
 def test_evaluate_methods_agrees_with_the_metrics(trained, data):
@@ -129,8 +121,8 @@ def test_evaluate_methods_agrees_with_the_metrics(trained, data):
                                    "entropy_auc_out", "nll", "ece", "brier", "train_time_s"]
     assert list(table["n_nets"]) == [1, 5, 3]
     row = table.set_index("method").loc["mc_dropout"]
-    probs_in = mnist.predict_probs(trained["mc_dropout"], data.test.x, 5, seed=4)
-    probs_out = mnist.predict_probs(trained["mc_dropout"], data.outliers.x, 5, seed=4)
+    probs_in = evaluation.predict_probs(trained["mc_dropout"], data.test.x, 5, seed=4)
+    probs_out = evaluation.predict_probs(trained["mc_dropout"], data.outliers.x, 5, seed=4)
     assert row["error_pct"] == pytest.approx(100 * (1 - metrics.accuracy(probs_in, data.test.y)))
     assert row["entropy_auc_out"] == pytest.approx(metrics.entropy_auc(probs_out))
     assert row["nll"] == pytest.approx(metrics.nll(probs_in, data.test.y))
@@ -158,16 +150,16 @@ def test_single_hypernet_options_and_architecture_rows():
 def test_single_hypernet_variant_trains(data):
     options = {"bbh_single": mnist.single_hypernet_options({"bbh": {"train_samples": 2}},
                                                            {"n_chunks": 20})}
-    runs = mnist.train_methods(["bbh_single"], small_target(), data.train.x[:100],
+    trained = runs.train_methods(["bbh_single"], small_target(), data.train.x[:100],
                                data.train.y[:100], epochs=1, batch_size=50, options=options)
-    run = runs["bbh_single"]
+    run = trained["bbh_single"]
     assert run.method_name == "bbh" and not run.method.per_layer
     assert run.label == "Bayes by Hypernet, single hypernetwork"
-    assert mnist.predict_probs(run, data.test.x[:10], 4).shape == (4, 10, 10)
+    assert evaluation.predict_probs(run, data.test.x[:10], 4).shape == (4, 10, 10)
     # The architecture options reach the constructor: too many chunks is refused there.
     options["bbh_single"]["n_chunks"] = 10**9
     with pytest.raises(ValueError, match="n_chunks"):
-        mnist.train_methods(["bbh_single"], small_target(), data.train.x[:50], data.train.y[:50],
+        runs.train_methods(["bbh_single"], small_target(), data.train.x[:50], data.train.y[:50],
                             epochs=1, batch_size=50, options=options)
 
 
@@ -176,13 +168,13 @@ def test_ood_table_scores_follow_their_meaning():
     agreeing_uniform = torch.full((3, 4, 10), 0.1)
     disagreeing = torch.stack([torch.roll(confident[0], k, dims=-1) for k in range(3)])
     # Uniform outliers: entropy and max probability catch them, BALD and std (nets agree) do not.
-    table = mnist.ood_table(confident, agreeing_uniform).set_index("score")
+    table = evaluation.ood_table(confident, agreeing_uniform).set_index("score")
     assert list(table.index) == ["entropy", "bald", "max_prob", "std"]
-    assert list(table.columns) == list(mnist.OOD_METRICS)
+    assert list(table.columns) == list(evaluation.OOD_METRICS)
     assert table.loc["entropy", "auroc"] == 1.0 and table.loc["max_prob", "auroc"] == 1.0
     assert table.loc["bald", "auroc"] == 0.5 and table.loc["std", "auroc"] == 0.5
     # Outliers on which the nets disagree: BALD and std catch them too.
-    table = mnist.ood_table(confident, disagreeing).set_index("score")
+    table = evaluation.ood_table(confident, disagreeing).set_index("score")
     assert (table["auroc"] == 1.0).all() and (table["fpr95"] == 0.0).all()
 
 
@@ -196,7 +188,7 @@ def test_anomaly_detection_tables(trained, data):
     assert results.ecdf.groupby(["method", "data", "n_nets"])["cdf"].apply(
         lambda cdf: cdf.is_monotonic_increasing and cdf.iloc[-1] == 1.0).all()
     # The curves for k nets use the first k of the drawn nets.
-    probs_out = mnist.predict_probs(trained["mc_dropout"], x_out, 4, seed=5)
+    probs_out = evaluation.predict_probs(trained["mc_dropout"], x_out, 4, seed=5)
     row = results.entropy_auc.set_index(["method", "n_nets"]).loc[("mc_dropout", 2)]
     assert row["entropy_auc_out"] == pytest.approx(metrics.entropy_auc(probs_out[:2]))
     ood = results.ood
@@ -204,7 +196,7 @@ def test_anomaly_detection_tables(trained, data):
     map_rows = ood[ood["method"] == "map"].set_index("score")
     assert map_rows.loc["bald", "auroc"] == 0.5  # one net: no disagreement to score
     assert map_rows.loc["entropy", "auroc"] > 0.7  # letters look unlike digits to a trained MLP
-    with pytest.raises(ValueError, match="n_nets must list integers >= 1"):
+    with pytest.raises(ValueError, match="every entry of n_nets must be an integer >= 1"):
         mnist.anomaly_detection(trained, x_in, x_out, n_nets=(0, 3))
 
 
@@ -214,7 +206,7 @@ def test_held_out_split_renumbers_the_labels(data):
     assert len(outliers) == int((data.test.y == 3).sum())
     assert sorted(y.unique().tolist()) == list(range(9))
     assert torch.equal(y, data.test.y[data.test.y != 3] - (data.test.y[data.test.y != 3] > 3).long())
-    with pytest.raises(ValueError, match=r"held_out must be a class index in \[0, 9\]"):
+    with pytest.raises(ValueError, match=r"held_out \(a class index\) must be an integer in \[0, 9\]"):
         mnist.held_out_split(data.test, 10)
 
 
@@ -224,14 +216,14 @@ def test_held_out_class_experiment(data):
                                               n_samples=3, hidden=(32,), seed=0)
     assert len(results) == 2 * 2 * 4
     assert list(results.columns) == ["held_out", "method", "label", "error_pct", "score",
-                                     *mnist.OOD_METRICS]
+                                     *evaluation.OOD_METRICS]
     assert (results["error_pct"] < 60).all()
     mean = mnist.mean_over_held_out(results)
     assert len(mean) == 2 * 4 and (mean["n_held_out"] == 2).all()
     entropy = results[(results["method"] == "map") & (results["score"] == "entropy")]
     row = mean[(mean["method"] == "map") & (mean["score"] == "entropy")].iloc[0]
     assert row["auroc"] == pytest.approx(entropy["auroc"].mean())
-    with pytest.raises(ValueError, match="held_out_classes must be a non-empty list"):
+    with pytest.raises(ValueError, match="held_out_classes must be a list of integers"):
         mnist.held_out_class_experiment(["map"], data.train, data.test, held_out_classes=3,
                                         epochs=1, batch_size=50, n_samples=1)
 
@@ -241,7 +233,7 @@ def test_figures(trained, data):
                           "entropy_auc_in": [0.9, 0.95], "entropy_auc_out": [0.6, 0.5]})
     from hypernets.published import compare_with_published
 
-    fig = mnist.plot_comparison(compare_with_published(table, "mnist"), ["error_pct", "entropy_auc_out"])
+    fig = plots.plot_comparison(compare_with_published(table, "mnist"), ["error_pct", "entropy_auc_out"])
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "error_pct"
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["published", "ours"]
     plt.close(fig)

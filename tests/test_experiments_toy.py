@@ -9,8 +9,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from hypernets import runs  # noqa: E402
 from hypernets.data import toy_regression  # noqa: E402
-from hypernets.experiments import mnist, toy  # noqa: E402
+from hypernets.experiments import toy  # noqa: E402
 from hypernets.likelihoods import Gaussian  # noqa: E402
 from hypernets.methods.bayes_by_backprop import BayesByBackprop  # noqa: E402
 from hypernets.targets import get_target  # noqa: E402
@@ -37,7 +38,7 @@ def test_settings_pair_noise_levels_with_targets():
 
 def _train_on_toy(name, target, data, steps, **kwargs):
     """A full-batch run on the toy, as run_toy trains its methods."""
-    return mnist.train_method(name, target, data.x, data.y, steps=steps, batch_size=len(data.x),
+    return runs.train_method(name, target, data.x, data.y, steps=steps, batch_size=len(data.x),
                               likelihood=Gaussian(3.0), **kwargs)
 
 
@@ -66,9 +67,9 @@ def test_train_methods_refuses_bad_lists_and_unknown_options():
     data = toy_regression(3.0)
     target = get_target("toy_bbh")
     with pytest.raises(ValueError, match="twice"):
-        mnist.train_methods(["map", "map"], target, data.x, data.y, steps=1, batch_size=20, likelihood=Gaussian(3.0))
+        runs.train_methods(["map", "map"], target, data.x, data.y, steps=1, batch_size=20, likelihood=Gaussian(3.0))
     with pytest.raises(ValueError, match="registry methods"):
-        mnist.train_methods(["map"], target, data.x, data.y, steps=1, batch_size=20, likelihood=Gaussian(3.0),
+        runs.train_methods(["map"], target, data.x, data.y, steps=1, batch_size=20, likelihood=Gaussian(3.0),
                             options={"mpa": {}})
 
 
@@ -88,8 +89,8 @@ def test_std_table_gives_ratios_to_the_reference():
     reference = torch.randn(400, 13, generator=generator) * (1 + grid.T.abs())
     samples = {"NUTS": reference, "twice": 2 * reference, "shifted": reference + 5.0,
                "point": reference[:1]}
-    table = toy.std_table(samples, grid)
     inside = grid[:, 0].abs() <= 4
+    table = toy.std_table(samples, inside)
     ref_std = reference.std(0, correction=0)
     assert table.loc["NUTS", "std in"] == pytest.approx(float(ref_std[inside].mean()), rel=1e-5)
     assert table.loc["NUTS", "std out"] == pytest.approx(float(ref_std[~inside].mean()), rel=1e-5)
@@ -99,9 +100,9 @@ def test_std_table_gives_ratios_to_the_reference():
     assert table.loc["point", "std out"] == 0.0
     assert table.loc["NUTS", "out / in"] > 1  # the std grows away from the data by construction
     with pytest.raises(ValueError, match="reference"):
-        toy.std_table({"twice": reference}, grid)
-    with pytest.raises(ValueError, match="beyond"):
-        toy.std_table(samples, torch.zeros(13, 1))
+        toy.std_table({"twice": reference}, inside)
+    with pytest.raises(ValueError, match="some points inside and some outside"):
+        toy.std_table(samples, torch.ones(13, dtype=torch.bool))
 
 
 def test_summary_and_convergence_tables(tiny_result):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import HyperGAN
-from hypernets.methods.hypergan import init_scales
+from hypernets.methods.hypergan_blocks import init_scales
 from hypernets.targets import Flatten, Layer, TargetNet, get_target
 from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
                            mnist_accuracy, mnist_tiny_conv, sample_diversity, toy_rmse,
@@ -209,8 +209,8 @@ def test_init_scales():
         def param_shapes(self):
             return {"gain": (1,)}
 
-    with pytest.raises(ValueError, match="'odd' of type Scale"):
-        init_scales(TargetNet("t", [("flat", Flatten()), ("odd", Scale())], (2,), 2))
+    with pytest.raises(ValueError, match="'odd' of type Scale must give an initialisation range"):
+        TargetNet("t", [("flat", Flatten()), ("odd", Scale())], (2,), 2)
 
 
 def test_optimizer_uses_the_papers_rates_and_betas():
@@ -224,9 +224,9 @@ def test_optimizer_uses_the_papers_rates_and_betas():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"noise_dim": 0}, "noise_dim must be a positive integer"),
-    ({"code_dim": 2.5}, "code_dim must be a positive integer"),
-    ({"hidden": -1}, "hidden must be a positive integer"),
+    ({"noise_dim": 0}, "noise_dim must be an integer >= 1"),
+    ({"code_dim": 2.5}, "code_dim must be an integer >= 1"),
+    ({"hidden": -1}, "hidden must be an integer >= 1"),
     ({"beta": 0.0}, "beta must be a finite number > 0"),
     ({"beta": float("nan")}, "beta must be a finite number > 0"),
     ({"train_samples": 1}, "train_samples must be >= 2 with a mixer"),
@@ -240,7 +240,7 @@ def test_bad_arguments(kwargs, message):
 
 def test_bad_sampling_arguments():
     method = _toy_method()
-    with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+    with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
         method.codes(0)
     with pytest.raises(ValueError, match="n_samples must be >= 2"):
         method.pretrain_mixer(1, n_samples=1)

@@ -240,13 +240,13 @@ def test_structure_and_optimizer():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"noise_dim": 0}, "noise_dim must be a positive integer"),
-    ({"n_categories": 1}, "n_categories must be >= 2"),
+    ({"noise_dim": 0}, "noise_dim must be an integer >= 1"),
+    ({"n_categories": 1}, "n_categories must be an integer >= 2"),
     ({"beta": -1.0}, "beta must be a finite number >= 0"),
     ({"beta": float("inf")}, "beta must be a finite number >= 0"),
-    ({"ma_rate": 0.0}, r"ma_rate must be in \(0, 1\] or None"),
-    ({"ma_rate": 1.5}, r"ma_rate must be in \(0, 1\] or None"),
-    ({"stats_hidden": (400, 0)}, "every width in stats_hidden must be a positive integer"),
+    ({"ma_rate": 0.0}, r"ma_rate must be a finite number in \(0, 1\]"),
+    ({"ma_rate": 1.5}, r"ma_rate must be a finite number in \(0, 1\]"),
+    ({"stats_hidden": (400, 0)}, "every entry of stats_hidden must be an integer >= 1"),
     ({"train_samples": 1}, "train_samples must be >= 2"),
 ])
 def test_bad_arguments(kwargs, message):

@@ -1,6 +1,6 @@
 """Bayes by Hypernet's robustness experiment: FGSM attacks on MNIST LeNets, per method.
 
-The methods are trained with :func:`hypernets.experiments.mnist.train_methods`; this module
+The methods are trained with :func:`hypernets.runs.train_methods`; this module
 attacks each trained method with :func:`hypernets.adversarial.attack_curve` (the gradient of the
 NLL of the sample-averaged predictive, inputs clipped to valid pixels, one fixed set of sampled
 nets for attack and evaluation) and draws the paper's three curves against the budget epsilon:
@@ -17,14 +17,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from hypernets.adversarial import PixelRange, attack_curve, fgsm_direction, fgsm_step
-from hypernets.data import MNIST_MEAN, MNIST_STD
-from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets
+from hypernets.adversarial import attack_curve, fgsm_direction, fgsm_step
+from hypernets.data import MNIST_PIXELS, PixelRange
 from hypernets.plots import metric_panels
 from hypernets.published import compare_with_published
+from hypernets.runs import TrainedMethod
+from hypernets.seeding import seeded
 
 __all__ = [
-    "MNIST_PIXELS",
     "PAPER_EPSILONS",
     "adversarial_curves",
     "adversarial_examples",
@@ -33,9 +33,6 @@ __all__ = [
     "plot_adversarial_examples",
     "robustness_summary",
 ]
-
-#: Valid range of normalised MNIST inputs: pixels in [0, 1] standardised with MNIST's statistics.
-MNIST_PIXELS = PixelRange((MNIST_MEAN,), (MNIST_STD,))
 
 #: The paper's budgets: 9 values evenly spaced on [0, 0.4] (pixel units).
 PAPER_EPSILONS: tuple[float, ...] = tuple(float(eps) for eps in np.linspace(0.0, 0.4, 9))
@@ -50,15 +47,15 @@ def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tenso
                        seed: int = 0) -> pd.DataFrame:
     """FGSM curves of every trained method on the images ``x`` (normalised) with labels ``y``.
 
-    Each method is attacked and scored with S sampled nets, S = ``n_distinct_nets(method,
-    n_samples)`` (1 for MAP, the members of an ensemble). Returns one row per (method,
+    Each method is attacked and scored with S sampled nets, S =
+    ``method.n_distinct_nets(n_samples)`` (1 for MAP, the members of an ensemble). Returns one row per (method,
     epsilon): ``method, label, n_nets, epsilon, accuracy, entropy, entropy_auc``.
     """
     if not trained:
         raise ValueError("trained must hold at least one trained method")
     tables = []
     for name, run in trained.items():
-        n_nets = n_distinct_nets(run.method, n_samples)
+        n_nets = run.method.n_distinct_nets(n_samples)
         curve = attack_curve(run.method, x, y, epsilons, n_samples=n_nets,
                              pixel_range=pixel_range, seed=seed, batch_size=batch_size)
         curve.insert(0, "n_nets", n_nets)
@@ -137,10 +134,8 @@ def adversarial_examples(run: TrainedMethod, x: Tensor, y: Tensor,
     method = run.method
     method.eval()
     device = method.device
-    fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
-        torch.manual_seed(seed)
-        params = method.sample_params(n_distinct_nets(method, n_samples))
+    with seeded(seed, device), torch.no_grad():
+        params = method.sample_params(method.n_distinct_nets(n_samples))
     xb, yb = x.to(device), y.to(device)
     direction = fgsm_direction(method.target, params, xb, yb)
     images = [pixel_range.to_pixels(fgsm_step(xb, direction, epsilon, pixel_range)).cpu()

@@ -16,7 +16,6 @@ entropy, and the training time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -25,20 +24,19 @@ import torch
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.adversarial import PixelRange
-from hypernets.data import CIFAR10_MEAN, CIFAR10_STD, ImageData, load_cifar5
-from hypernets.experiments.mnist import TrainedMethod, classification_row, predict_probs
+from hypernets.data import CIFAR10_PIXELS, ImageSplits, PixelRange
+from hypernets.evaluation import classification_row, entropy_ecdf_table, predict_probs
+from hypernets.runs import TrainedMethod
 from hypernets.targets import TargetNet, cifar_resnet, get_target
+from hypernets.validation import check_int, check_positive_int
 
 __all__ = [
     "CROP_SIZE",
     "PADDING",
-    "Cifar5Data",
     "RandomCropFlip",
     "centre_crop",
     "data_note",
     "evaluate_cifar5",
-    "load_data",
     "make_target",
     "plot_entropy_cdfs",
 ]
@@ -49,7 +47,6 @@ CROP_SIZE = 24
 PADDING = 2
 
 _DEFAULT_UNITS_PER_STAGE = 5
-_CIFAR_PIXELS = PixelRange(CIFAR10_MEAN, CIFAR10_STD)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,47 +54,13 @@ _CIFAR_PIXELS = PixelRange(CIFAR10_MEAN, CIFAR10_STD)
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cifar5Data:
-    """CIFAR-5 training and test images (classes 0-4) and the test images of classes 5-9."""
-
-    train: ImageData
-    test: ImageData
-    outliers: ImageData
-
-    @property
-    def source(self) -> str:
-        """Where the CIFAR-10 pixels come from (official batches or the lossy JPEG copy)."""
-        return self.train.source
-
-    @property
-    def lossy(self) -> bool:
-        """True when the images come from the lossy JPEG copy of CIFAR-10."""
-        return self.train.lossy
-
-
-def data_note(data: Cifar5Data) -> str:
+def data_note(data: ImageSplits) -> str:
     """One markdown sentence on where the CIFAR-10 pixels come from, flagged as a deviation if lossy."""
     if data.lossy:
         return (f"**Deviation from the paper:** the CIFAR-10 images come from a {data.source}. "
                 "The pixels differ slightly from the official batches the paper used, so the "
                 "numbers cannot match a run on the official files exactly.")
     return f"The CIFAR-10 images come from the {data.source}, as in the paper."
-
-
-def load_data(n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Cifar5Data:
-    """CIFAR-5 train/test and the outliers; ``n_train``/``n_test`` draw subsets (None: everything).
-
-    ``n_test`` applies to the CIFAR-5 test set and to the outliers alike (5,000 images each).
-    Subsets are drawn without replacement with ``seed`` (:meth:`ImageData.subset`).
-    """
-    train, test = load_cifar5("train"), load_cifar5("test")
-    outliers = load_cifar5("test", outliers=True)
-    if n_train is not None:
-        train = train.subset(n_train, seed=seed)
-    if n_test is not None:
-        test, outliers = test.subset(n_test, seed=seed), outliers.subset(n_test, seed=seed)
-    return Cifar5Data(train, test, outliers)
 
 
 class RandomCropFlip:
@@ -111,13 +74,9 @@ class RandomCropFlip:
     """
 
     def __init__(self, size: int = CROP_SIZE, padding: int = PADDING, flip: bool = True,
-                 pixel_range: PixelRange = _CIFAR_PIXELS):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be an integer >= 1, got {size!r}")
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
-        self.size = size
-        self.padding = padding
+                 pixel_range: PixelRange = CIFAR10_PIXELS):
+        self.size = check_positive_int("size", size)
+        self.padding = check_int("padding", padding, minimum=0)
         self.flip = bool(flip)
         self.pixel_range = pixel_range
 
@@ -166,9 +125,7 @@ def make_target(units_per_stage: int = _DEFAULT_UNITS_PER_STAGE) -> TargetNet:
 
     Fewer units per stage give a small ResNet of the same design for quick runs.
     """
-    if isinstance(units_per_stage, bool) or not isinstance(units_per_stage, int) or units_per_stage < 1:
-        raise ValueError(f"units_per_stage must be an integer >= 1, got {units_per_stage!r}")
-    if units_per_stage == _DEFAULT_UNITS_PER_STAGE:
+    if check_positive_int("units_per_stage", units_per_stage) == _DEFAULT_UNITS_PER_STAGE:
         return get_target("cifar_resnet")
     return cifar_resnet(units_per_stage=units_per_stage, input_size=CROP_SIZE)
 
@@ -178,18 +135,18 @@ def make_target(units_per_stage: int = _DEFAULT_UNITS_PER_STAGE) -> TargetNet:
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate_cifar5(trained: Mapping[str, TrainedMethod], data: Cifar5Data, *, n_samples: int,
+def evaluate_cifar5(trained: Mapping[str, TrainedMethod], data: ImageSplits, *, n_samples: int,
                     batch_size: int = 1000, seed: int = 0,
                     n_points: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The CIFAR-5 table and the entropy ECDFs of every trained method, from one prediction each.
 
     Test images and outliers are centre-cropped to :data:`CROP_SIZE`. Each method predicts with
-    S sampled nets (:func:`hypernets.experiments.mnist.predict_probs`: 1 for MAP, the members of
-    an ensemble).
+    S sampled nets (:func:`hypernets.evaluation.predict_probs`: 1 for MAP, the members of an
+    ensemble).
 
     Returns ``(table, ecdf)``. ``table`` has one row per method: ``method, label, n_nets``,
     ``error_pct, entropy_auc_in, entropy_auc_out, nll, ece, brier``
-    (:func:`~hypernets.experiments.mnist.classification_row`), ``ood_auroc`` (outliers
+    (:func:`~hypernets.evaluation.classification_row`), ``ood_auroc`` (outliers
     detected by predictive entropy, outliers positive) and ``train_time_s``. ``ecdf`` has the
     empirical CDFs of the predictive entropy on ``n_points`` entropies in [0, log 5]: ``method,
     label, data`` (``in``/``out``), ``entropy, cdf``.
@@ -205,10 +162,7 @@ def evaluate_cifar5(trained: Mapping[str, TrainedMethod], data: Cifar5Data, *, n
         rows.append({"method": name, "label": run.label, "n_nets": probs["in"].shape[0],
                      **classification_row(probs["in"], data.test.y, probs["out"]),
                      "ood_auroc": detection["auroc"], "train_time_s": run.train_time_s})
-        for part, p in probs.items():
-            grid, cdf = metrics.entropy_ecdf(p, n_points=n_points)
-            curves.append(pd.DataFrame({"method": name, "label": run.label, "data": part,
-                                        "entropy": grid.numpy(), "cdf": cdf.numpy()}))
+        curves.append(entropy_ecdf_table(probs, n_points=n_points, method=name, label=run.label))
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
 
 

@@ -31,12 +31,15 @@ from scipy import stats
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.experiments import mnist
-from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets
+from hypernets.data import load_mnist_splits
+from hypernets.evaluation import predict_probs
 from hypernets.likelihoods import Likelihood
 from hypernets.methods.base import Method
 from hypernets.reference_posterior import REFERENCE_LABEL, ReferencePosterior, nuts_posterior
+from hypernets.runs import TrainedMethod, train_methods
+from hypernets.seeding import seeded
 from hypernets.targets import Linear, Params, TargetNet, get_target
+from hypernets.validation import check_int, check_positive, check_positive_int
 
 
 #: Significance level of the correlation tests.
@@ -52,10 +55,9 @@ ALPHA = 0.05
 def weight_samples(method: Method, n_samples: int) -> Tensor:
     """``n_samples`` weight sets of ``method`` flattened in spec order: [S, P] on the CPU, float64.
 
-    The global RNG must be seeded by the caller for reproducible samples.
+    Torch's global RNG must be seeded by the caller for reproducible samples.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 3:
-        raise ValueError(f"n_samples must be an integer >= 3 (a correlation needs 3 points), got {n_samples!r}")
+    check_int("n_samples (a correlation needs 3 points)", n_samples, minimum=3)
     method.eval()
     return method.target.flatten(method.sample_params(n_samples)).to("cpu", torch.float64)
 
@@ -73,12 +75,12 @@ def correlation_pvalues(trained: Mapping[str, TrainedMethod], *, n_samples: int,
     """
     tables = []
     for run in trained.values():
-        distinct = n_distinct_nets(run.method, n_samples)
+        distinct = run.method.n_distinct_nets(n_samples)
         if distinct < n_samples:
             raise ValueError(f"{run.label} gives at most {distinct} distinct nets, "
                              f"fewer than n_samples={n_samples}; correlations need a distribution over weights")
-        torch.manual_seed(seed)
-        samples = weight_samples(run.method, n_samples)
+        with seeded(seed, run.method.device):
+            samples = weight_samples(run.method, n_samples)
         varying = torch.nonzero(samples.amax(0) > samples.amin(0)).flatten()
         if len(varying) < 2:
             raise ValueError(f"{run.label}: fewer than 2 weights vary across the {n_samples} samples")
@@ -106,17 +108,17 @@ def run_correlations(methods: Sequence[str], *, n_train: int | None, n_test: int
     """Train ``methods`` on MNIST with Bayesian Hypernetworks' MLP and test their weight pairs.
 
     The target is ``get_target("mnist_mlp")`` (784-256-256-256-10); training is
-    :func:`hypernets.experiments.mnist.train_methods` on ``n_train`` images (None: all
+    :func:`hypernets.runs.train_methods` on ``n_train`` images (None: all
     60,000). ``accuracy`` holds each method's test accuracy on ``n_test`` images with
     ``n_weight_samples`` sampled nets and its training time, to show the posteriors tested
     are those of working classifiers.
     """
-    data = mnist.load_data(n_train, n_test, seed=seed)
-    trained = mnist.train_methods(methods, get_target("mnist_mlp"), data.train.x, data.train.y, epochs=epochs,
-                                  batch_size=batch_size, device=device, seed=seed, options=options)
+    data = load_mnist_splits(n_train, n_test, seed=seed)
+    trained = train_methods(methods, get_target("mnist_mlp"), data.train.x, data.train.y, epochs=epochs,
+                            batch_size=batch_size, device=device, seed=seed, options=options)
     rows = {}
     for run in trained.values():
-        probs = mnist.predict_probs(run, data.test.x, n_weight_samples, seed=seed)
+        probs = predict_probs(run, data.test.x, n_weight_samples, seed=seed)
         rows[run.label] = {"test accuracy": metrics.accuracy(probs, data.test.y), "train time (s)": run.train_time_s}
     accuracy = pd.DataFrame.from_dict(rows, orient="index")
     accuracy.index.name = "method"
@@ -213,10 +215,9 @@ class ProductData:
 
 def product_data(n_points: int = 20, noise_std: float = 1.0, x_range: float = 2.0, seed: int = 0) -> ProductData:
     """``n_points`` inputs uniform on [-x_range, x_range] and y = x + N(0, noise_std^2), from a generator seeded by ``seed``."""
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise ValueError(f"n_points must be an integer >= 1, got {n_points!r}")
-    if not noise_std > 0 or not x_range > 0:
-        raise ValueError(f"noise_std and x_range must be > 0, got {noise_std!r} and {x_range!r}")
+    check_positive_int("n_points", n_points)
+    check_positive("noise_std", noise_std)
+    check_positive("x_range", x_range)
     generator = torch.Generator().manual_seed(seed)
     x = (torch.rand(n_points, 1, generator=generator) * 2 - 1) * x_range
     y = x + noise_std * torch.randn(n_points, 1, generator=generator)
@@ -249,7 +250,7 @@ def mirrored_starts(target: TargetNet, num_chains: int, seed: int = 0) -> Params
     the default initialisation with a and b made positive, the second half at their
     negatives: both branches get their exact weight, and NUTS supplies their shape.
     """
-    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2 or num_chains % 2:
+    if check_int("num_chains", num_chains, minimum=2) % 2:
         raise ValueError(f"num_chains must be an even integer >= 2 (chains come in mirror pairs), got {num_chains!r}")
     if set(target.param_shapes) != {"fc1.weight", "fc2.weight"}:
         raise ValueError(f"mirrored_starts is for product_network(), got target {target.name!r}")
@@ -271,18 +272,17 @@ def run_product(methods: Sequence[str], *, n_points: int, steps: int, n_samples:
     """
     data = product_data(n_points, seed=seed)
     target, likelihood = product_network(), HeteroscedasticGaussian()
-    trained = mnist.train_methods(methods, target, data.x, data.y, steps=steps, batch_size=len(data.x),
-                                  likelihood=likelihood, device=device, seed=seed, options=options)
+    trained = train_methods(methods, target, data.x, data.y, steps=steps, batch_size=len(data.x),
+                            likelihood=likelihood, device=device, seed=seed, options=options)
     nuts = dict(nuts)
     starts = mirrored_starts(target, nuts.get("num_chains", 0), seed)
     reference = nuts_posterior(target, likelihood, data.x, data.y, prior_std=prior_std, seed=seed,
                                init_params=starts, **nuts)
-    torch.manual_seed(seed)
     samples = {}
-    with torch.no_grad():
+    with seeded(seed, device), torch.no_grad():
         for run in trained.values():
             run.method.eval()
-            params = run.method.sample_params(n_distinct_nets(run.method, n_samples))
+            params = run.method.sample_params(run.method.n_distinct_nets(n_samples))
             samples[run.label] = abc_samples(params).cpu()
     samples[REFERENCE_LABEL] = abc_samples(reference.params)
     return ProductResult(data, trained, reference, samples)

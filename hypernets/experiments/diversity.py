@@ -39,7 +39,9 @@ from hypernets.methods.base import Method
 from hypernets.methods.registry import make_method
 from hypernets.plots import metric_panels, plot_toy_data
 from hypernets.targets import TargetNet, get_target
+from hypernets.seeding import seeded
 from hypernets.training import fit, predict
+from hypernets.validation import check_int, check_positive
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -79,16 +81,6 @@ _ABLATION_COLUMNS = {"accuracy": "test accuracy (mean predictive)",
                      "diversity": "diversity (std / mean of weight norms)"}
 
 
-def _fork_devices(device: torch.device) -> list[torch.device]:
-    return [device] if device.type == "cuda" else []
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_variants(variants: Sequence[str], known: Mapping[str, Any], what: str) -> list[str]:
     if isinstance(variants, str) or not variants:
         raise ValueError(f"variants must be a non-empty list of {what} variants, got {variants!r}")
@@ -117,12 +109,11 @@ def ablation_evaluator(x_test: Tensor, y_test: Tensor, *, n_predict_samples: int
     ``TENSOR_PREFIX + name``. Its sampling uses a fork of the global RNG seeded with ``seed``,
     so it leaves training untouched.
     """
-    _check_int("n_predict_samples", n_predict_samples, 1)
-    _check_int("n_diversity_samples", n_diversity_samples, 2)
+    check_int("n_predict_samples", n_predict_samples, minimum=1)
+    check_int("n_diversity_samples", n_diversity_samples, minimum=2)
 
     def evaluate(method: Method) -> dict[str, float]:
-        with torch.random.fork_rng(devices=_fork_devices(method.device)), torch.no_grad():
-            torch.manual_seed(seed)
+        with seeded(seed, method.device), torch.no_grad():
             params = method.sample_params(n_diversity_samples)
             probs = predict(method, x_test, n_predict_samples, batch_size=batch_size)
         single = [metrics.accuracy(probs[s:s + 1], y_test) for s in range(probs.shape[0])]
@@ -159,8 +150,8 @@ def run_ablation(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
     ``nll`` (NaN at epoch 0) and the cumulative training time ``time_total_s``.
     """
     variants = _check_variants(variants, ABLATION_VARIANTS, "ablation")
-    _check_int("epochs", epochs, 1)
-    _check_int("eval_every", eval_every, 1)
+    check_int("epochs", epochs, minimum=1)
+    check_int("eval_every", eval_every, minimum=1)
     options = dict(hypergan_options or {})
     clashes = sorted(set(options) & {"use_mixer", "use_discriminator", "train_samples"})
     if clashes:
@@ -315,30 +306,17 @@ def plot_diversity_by_tensor(history: pd.DataFrame) -> plt.Figure:
 # ---------------------------------------------------------------------------------------------
 
 
-def band_widths(x: Tensor, samples: Tensor, inside: tuple[float, float]) -> dict[str, float]:
-    """Width of the mean +- 2 std band of sampled functions inside and outside an interval.
+def band_widths(samples: Tensor, inside: Tensor) -> dict[str, float]:
+    """Width of the mean +- 2 std band of sampled functions inside and outside the data.
 
-    ``samples`` is ``[S, G]`` (S sampled functions on the G points ``x`` of shape ``[G]`` or
-    ``[G, 1]``); the std is the spread of the samples alone (no observation noise, see
-    :func:`hypernets.metrics.predictive_mean_std`). ``inside`` is the closed interval of the
-    training inputs; every other grid point is outside. Returns the mean band width (4 std)
-    ``inside`` and ``outside`` and their ``ratio`` outside / inside.
+    ``samples`` is ``[S, G]`` (S sampled functions on G grid points), ``inside`` the bool mask
+    of the grid points inside the data (:meth:`hypernets.data.ToyRegression.inside`); the std
+    is the spread of the samples alone (:func:`hypernets.metrics.std_inside_outside`). Returns
+    the mean band width (4 std) ``inside`` and ``outside`` and their ``ratio`` outside / inside.
     """
-    grid = x.reshape(-1)
-    if samples.ndim != 2 or samples.shape[1] != grid.shape[0]:
-        raise ValueError(f"samples must have shape [S, G] with G = {grid.shape[0]} grid points, "
-                         f"got {tuple(samples.shape)}")
-    low, high = inside
-    mask = (grid >= low) & (grid <= high)
-    if mask.all() or not mask.any():
-        raise ValueError(f"the grid [{float(grid.min()):g}, {float(grid.max()):g}] needs points "
-                         f"both inside and outside the interval [{low:g}, {high:g}]")
-    _, std = metrics.predictive_mean_std(samples)
-    width = 4.0 * std
-    inside_width = float(width[mask].mean())
-    outside_width = float(width[~mask].mean())
-    return {"band_inside": inside_width, "band_outside": outside_width,
-            "band_ratio": outside_width / inside_width}
+    std_in, std_out = metrics.std_inside_outside(samples, inside)
+    return {"band_inside": 4.0 * std_in, "band_outside": 4.0 * std_out,
+            "band_ratio": std_out / std_in}
 
 
 def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANTS),
@@ -360,13 +338,10 @@ def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANT
     ``samples`` one row per (variant, sample, grid point): ``variant, sample, x, y``.
     """
     variants = _check_variants(variants, MI_VARIANTS, "MI toy")
-    _check_int("steps", steps, 1)
-    _check_int("eval_every", eval_every, 1)
-    _check_int("n_samples", n_samples, 2)
-    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta)
-            and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0 (the regularised variant's weight), "
-                         f"got {beta!r}")
+    check_int("steps", steps, minimum=1)
+    check_int("eval_every", eval_every, minimum=1)
+    check_int("n_samples", n_samples, minimum=2)
+    check_positive("beta (the regularised variant's weight)", beta)
     options = dict(mi_options or {})
     clashes = sorted(set(options) & {"beta", "train_samples"})
     if clashes:
@@ -377,8 +352,7 @@ def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANT
     grid = toy.x_grid
 
     def diversity(method: Method) -> dict[str, float]:
-        with torch.random.fork_rng(devices=_fork_devices(method.device)):
-            torch.manual_seed(seed)
+        with seeded(seed, method.device):
             return {"diversity": metrics.weight_norm_diversity(method.sample_params(n_samples))}
 
     history_rows, sample_tables = [], []
@@ -396,8 +370,7 @@ def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANT
                                      "step": record["step"], "loss": record["loss"],
                                      "nll": record["nll"], "mi": record["mi"],
                                      "diversity": record["diversity"]})
-        with torch.random.fork_rng(devices=_fork_devices(device)):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             functions = predict(method, grid, n_samples)[..., 0]  # [S, G]
         sample_tables.append(pd.DataFrame({
             "variant": name,
@@ -424,10 +397,9 @@ def mi_toy_summary(toy: ToyRegression, history: pd.DataFrame,
     """One row per variant: beta, final MINE estimate, diversity, RMSE and band widths.
 
     ``rmse`` is that of the mean sampled function on the training points against their
-    targets; the bands are :func:`band_widths` with the interval spanned by the training
-    inputs as inside.
+    targets; the bands are :func:`band_widths` inside and outside the data
+    (:meth:`~hypernets.data.ToyRegression.inside`).
     """
-    inside = (float(toy.x.min()), float(toy.x.max()))
     rows = []
     for name, part in history.groupby("variant", sort=False):
         last = part.sort_values("step").iloc[-1]
@@ -438,7 +410,7 @@ def mi_toy_summary(toy: ToyRegression, history: pd.DataFrame,
         rmse = float(np.sqrt(np.mean((fitted - toy.y[:, 0].numpy()) ** 2)))
         rows.append({"variant": name, "beta": float(last["beta"]), "steps": int(last["step"]),
                      "mi": float(last["mi"]), "diversity": float(last["diversity"]),
-                     "rmse": rmse, **band_widths(grid, functions, inside)})
+                     "rmse": rmse, **band_widths(functions, toy.inside(grid))})
     return pd.DataFrame(rows)
 
 
@@ -476,7 +448,7 @@ def plot_mi_toy_bands(toy: ToyRegression, samples: pd.DataFrame,
     fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 3.8), sharey=True,
                              squeeze=False)
     palette = sns.color_palette()
-    inside = (float(toy.x.min()), float(toy.x.max()))
+    inside = toy.x_range
     for ax, name in zip(axes[0], variants):
         grid, functions = _samples_matrix(samples, name)
         mean, std = metrics.predictive_mean_std(functions)

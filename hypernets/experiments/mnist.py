@@ -6,18 +6,15 @@ architectures. ``anomaly_detection`` runs the Bayesian Hypernetworks protocol (t
 detection metrics of several uncertainty scores, on notMNIST and on a held-out MNIST class)
 and HyperGAN's empirical CDFs of the predictive entropy for growing numbers of sampled nets.
 
-The functions are general: any method of :mod:`hypernets.methods.registry`, any target (a
-name of :func:`hypernets.targets.get_target` or a :class:`~hypernets.targets.TargetNet`), data
-tensors, epochs, number of sampled nets and device. Every table is a pandas DataFrame with a
-``method`` column of run names. A run name is a registry name (``bbh``) or a variant whose
-options name the registry method (``{"bbh_single": {"method": "bbh", "per_layer": False}}``).
+The methods are trained by :mod:`hypernets.runs` and evaluated with
+:mod:`hypernets.evaluation`. Every table is a pandas DataFrame with a ``method`` column of run
+names (a registry name, or a variant such as ``bbh_single``, see :mod:`hypernets.runs`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -27,214 +24,17 @@ import torch
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.data import ImageData, load_mnist, load_notmnist
-from hypernets.likelihoods import Categorical, Likelihood
-from hypernets.methods.base import Method
-from hypernets.methods.ensemble import DeepEnsemble
-from hypernets.methods.map import MAP
-from hypernets.methods.registry import METHODS, make_method, method_label
+from hypernets.data import ImageData
+from hypernets.evaluation import (OOD_METRICS, OOD_SCORES, classification_row,
+                                  entropy_ecdf_table, ood_table, predict_probs)
 from hypernets.published import method_label as published_label
-from hypernets.targets import Flatten, TargetNet, get_target, mlp
-from hypernets.training import fit, predict
-
-#: Keys of a run's options that set training, not the method's constructor.
-FIT_OPTIONS = ("method", "lr", "epochs", "steps", "batch_size")
-
-#: The Bayesian Hypernetworks scores: table name -> key of :data:`hypernets.metrics.UNCERTAINTY_SCORES`.
-#: ``std`` is scored by the variance of the class probabilities across the sampled nets: the
-#: square root is monotone, so every threshold metric (AUROC, AUPR, FPR at 95% TPR) of the
-#: standard deviation equals that of the variance. ``max_prob`` is 1 - max probability, so that
-#: higher means more uncertain for every score.
-OOD_SCORES: dict[str, str] = {"entropy": "entropy", "bald": "bald", "max_prob": "max_prob",
-                              "std": "variance"}
-
-OOD_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
-
+from hypernets.runs import TrainedMethod, train_methods
+from hypernets.targets import mnist_mlp
+from hypernets.validation import check_int, check_int_list
 
 # ---------------------------------------------------------------------------------------------
-# Data and targets
+# Evaluation
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MnistData:
-    """MNIST training and test images and the notMNIST outliers, all normalised with MNIST's statistics."""
-
-    train: ImageData
-    test: ImageData
-    outliers: ImageData
-
-
-def load_data(n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> MnistData:
-    """MNIST train/test and notMNIST; ``n_train``/``n_test`` draw subsets (None: everything).
-
-    ``n_test`` applies to the MNIST test set and to notMNIST alike (both have 10,000 images).
-    Subsets are drawn without replacement with ``seed`` (:meth:`ImageData.subset`).
-    """
-    train, test, outliers = load_mnist("train"), load_mnist("test"), load_notmnist()
-    if n_train is not None:
-        train = train.subset(n_train, seed=seed)
-    if n_test is not None:
-        test, outliers = test.subset(n_test, seed=seed), outliers.subset(n_test, seed=seed)
-    return MnistData(train, test, outliers)
-
-
-def mnist_mlp(n_classes: int = 10, hidden: Sequence[int] = (256, 256, 256)) -> TargetNet:
-    """Bayesian Hypernetworks' MLP 784-256-256-256 with ``n_classes`` outputs (9 for a held-out class).
-
-    With the defaults it has the parameters of ``get_target("mnist_mlp")``; only the output
-    width can change, which ``get_target`` does not offer.
-    """
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-    net = mlp([28 * 28, *hidden, n_classes], "relu", dropout=True,
-              name=f"mnist_mlp{'-'.join(map(str, hidden))}-{n_classes}")
-    return TargetNet(net.name, [("flatten", Flatten())] + net.layers, (1, 28, 28), n_classes)
-
-
-def _target(target: str | TargetNet) -> TargetNet:
-    if isinstance(target, TargetNet):
-        return target
-    if isinstance(target, str):
-        return get_target(target)
-    raise TypeError(f"target must be a target name or a TargetNet, got {type(target).__name__}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainedMethod:
-    """A trained method with its run name, registry name, label and training record."""
-
-    name: str
-    method_name: str
-    method: Method
-    train_time_s: float
-    history: list[dict] = field(repr=False)
-
-    @property
-    def label(self) -> str:
-        """The run's label: the registry's, or the published tables' for variants like ``bbh_single``."""
-        return published_label(self.name) if self.name != self.method_name else method_label(self.name)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
-                 epochs: int | None = None, steps: int | None = None, batch_size: int,
-                 likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0, options: Mapping[str, Any] | None = None, transform=None,
-                 progress: bool = False) -> TrainedMethod:
-    """Build run ``name`` with its paper defaults and ``options``, train it with :func:`fit`.
-
-    ``options`` go to the method's constructor, except :data:`FIT_OPTIONS`: ``method`` (the
-    registry name; default ``name``), and ``lr``, ``epochs``, ``steps``, ``batch_size`` that
-    override the training settings for this run. Give ``epochs`` or ``steps`` as :func:`fit`
-    takes them (a full-batch run: ``batch_size=len(x)``). ``likelihood`` defaults to
-    :class:`Categorical`. The global RNG is seeded with ``seed`` before the method is built,
-    so each run's initialisation does not depend on the runs before it. ``transform``
-    augments every mini-batch (see :func:`fit`). ``train_time_s`` is the wall time of
-    :func:`fit` (GPU work included).
-    """
-    options = dict(options or {})
-    fit_settings = {key: options.pop(key) for key in FIT_OPTIONS if key in options}
-    method_name = fit_settings.get("method", name)
-    if method_name not in METHODS:
-        raise ValueError(f"run {name!r}: method must be one of {sorted(METHODS)}, got "
-                         f"{method_name!r} (a variant names its registry method in the option 'method')")
-    if "epochs" in fit_settings or "steps" in fit_settings:
-        # A run's own training length replaces the shared one, whichever unit either is in.
-        epochs, steps = fit_settings.get("epochs"), fit_settings.get("steps")
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    method = make_method(method_name, _target(target), likelihood or Categorical(), **options)
-    _synchronize(device)
-    started = time.perf_counter()
-    history = fit(method, x, y, epochs=epochs, steps=steps,
-                  batch_size=fit_settings.get("batch_size", batch_size), lr=fit_settings.get("lr"),
-                  device=device, seed=seed, transform=transform, progress=progress)
-    _synchronize(device)
-    return TrainedMethod(name, method_name, method, time.perf_counter() - started, history)
-
-
-def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y: Tensor, *,
-                  epochs: int | None = None, steps: int | None = None, batch_size: int,
-                  likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
-                  seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
-                  transform=None, progress: bool = False) -> dict[str, TrainedMethod]:
-    """Train every run of ``methods`` on (x, y) one after the other: run name -> TrainedMethod.
-
-    ``options`` maps run names to their options (see :func:`train_method`). A key that is
-    neither a run here nor a registry method is refused as a likely typo; options of registry
-    methods not run here are ignored, so one profile can serve several method lists.
-    """
-    if isinstance(methods, str) or not methods:
-        raise ValueError(f"methods must be a non-empty list of run names, got {methods!r}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods lists a run twice: {list(methods)}")
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"options name runs {unknown} that are neither in methods {list(methods)} "
-                         f"nor registry methods {sorted(METHODS)}")
-    target = _target(target)
-    return {name: train_method(name, target, x, y, epochs=epochs, steps=steps, batch_size=batch_size,
-                               likelihood=likelihood, device=device, seed=seed,
-                               options=options.get(name), transform=transform, progress=progress)
-            for name in methods}
-
-
-# ---------------------------------------------------------------------------------------------
-# Prediction and evaluation
-# ---------------------------------------------------------------------------------------------
-
-
-def n_distinct_nets(method: Method, n_samples: int) -> int:
-    """How many different nets ``method`` can give for ``n_samples`` requested: 1 for MAP, M for an ensemble."""
-    if isinstance(method, MAP):
-        return 1
-    if isinstance(method, DeepEnsemble):
-        return min(n_samples, method.n_members)
-    return n_samples
-
-
-def predict_probs(method: Method | TrainedMethod, x: Tensor, n_samples: int, *,
-                  batch_size: int = 1000, seed: int = 0) -> Tensor:
-    """Class probabilities of sampled nets on all of ``x``: ``[S', N, C]`` on the CPU.
-
-    ``S' = n_distinct_nets(method, n_samples)``: MAP gives one net and an ensemble at most its
-    members, rather than copies. The global RNG is seeded with ``seed`` first, so the sampled
-    nets do not depend on what ran before.
-    """
-    if isinstance(method, TrainedMethod):
-        method = method.method
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    torch.manual_seed(seed)
-    return predict(method, x, n_distinct_nets(method, n_samples), batch_size=batch_size)
-
-
-def classification_row(probs_in: Tensor, labels: Tensor, probs_out: Tensor) -> dict[str, float]:
-    """Bayes by Hypernet's numbers plus NLL, ECE and Brier from predictions on test and outlier sets.
-
-    ``error_pct`` is the error of the mean predictive in %, ``entropy_auc_in``/``_out`` the
-    areas under the ECDF of the predictive entropy (:func:`hypernets.metrics.entropy_auc`).
-    """
-    scores = metrics.classification_metrics(probs_in, labels)
-    return {
-        "error_pct": 100.0 * (1.0 - scores["accuracy"]),
-        "entropy_auc_in": metrics.entropy_auc(probs_in),
-        "entropy_auc_out": metrics.entropy_auc(probs_out),
-        "nll": scores["nll"],
-        "ece": scores["ece"],
-        "brier": scores["brier"],
-    }
 
 
 def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_test: Tensor,
@@ -242,7 +42,8 @@ def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_tes
                      seed: int = 0) -> pd.DataFrame:
     """One row per run: error, entropy AUCs, NLL, ECE, Brier, training time, nets used.
 
-    Columns: ``method, label, n_nets`` (distinct sampled nets, see :func:`n_distinct_nets`),
+    Columns: ``method, label, n_nets`` (distinct sampled nets, see
+    :meth:`~hypernets.methods.base.Method.n_distinct_nets`),
     the keys of :func:`classification_row` and ``train_time_s``.
     """
     rows = []
@@ -287,17 +88,6 @@ def architecture_results(results: pd.DataFrame, single_results: pd.DataFrame) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def ood_table(probs_in: Tensor, probs_out: Tensor,
-              scores: Mapping[str, str] = OOD_SCORES) -> pd.DataFrame:
-    """Detection metrics of each score (outliers positive): columns ``score`` and :data:`OOD_METRICS`.
-
-    ``scores`` maps table names to keys of :data:`hypernets.metrics.UNCERTAINTY_SCORES`.
-    """
-    rows = [{"score": name, **metrics.ood_metrics_from_probs(probs_in, probs_out, score=key)}
-            for name, key in scores.items()]
-    return pd.DataFrame(rows)
-
-
 @dataclass(frozen=True)
 class AnomalyResults:
     """HyperGAN's entropy ECDFs and the Bayesian Hypernetworks detection table, per method.
@@ -319,12 +109,11 @@ def anomaly_detection(trained: Mapping[str, TrainedMethod], x_in: Tensor, x_out:
     """Entropy ECDFs for each number of sampled nets and detection metrics per score.
 
     Each method draws ``max(n_nets)`` nets once (fewer for MAP and ensembles, see
-    :func:`n_distinct_nets`); the predictive of ``k`` nets uses the first ``k`` of them,
-    which are ``k`` independent draws. Detection metrics use all drawn nets.
+    :meth:`~hypernets.methods.base.Method.n_distinct_nets`); the predictive of ``k`` nets uses
+    the first ``k`` of them, which are ``k`` independent draws. Detection metrics use all drawn
+    nets.
     """
-    n_nets = sorted(set(n_nets))
-    if not n_nets or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in n_nets):
-        raise ValueError(f"n_nets must list integers >= 1, got {n_nets!r}")
+    n_nets = sorted(set(check_int_list("n_nets", n_nets, minimum=1)))
     ecdf_rows, auc_rows, ood_rows = [], [], []
     for name, run in trained.items():
         probs = {"in": predict_probs(run, x_in, n_nets[-1], batch_size=batch_size, seed=seed),
@@ -334,11 +123,9 @@ def anomaly_detection(trained: Mapping[str, TrainedMethod], x_in: Tensor, x_out:
             auc_rows.append({"method": name, "label": run.label, "n_nets": k, "n_nets_used": used,
                              "entropy_auc_in": metrics.entropy_auc(probs["in"][:used]),
                              "entropy_auc_out": metrics.entropy_auc(probs["out"][:used])})
-            for data, p in probs.items():
-                grid, cdf = metrics.entropy_ecdf(p[:used], n_points=n_points)
-                ecdf_rows.append(pd.DataFrame({"method": name, "label": run.label, "data": data,
-                                               "n_nets": k, "n_nets_used": used,
-                                               "entropy": grid.numpy(), "cdf": cdf.numpy()}))
+            ecdf_rows.append(entropy_ecdf_table({part: p[:used] for part, p in probs.items()},
+                                                n_points=n_points, method=name, label=run.label,
+                                                n_nets=k, n_nets_used=used))
         table = ood_table(probs["in"], probs["out"], scores)
         table.insert(0, "n_nets_used", probs["in"].shape[0])
         table.insert(0, "label", run.label)
@@ -353,9 +140,8 @@ def held_out_split(data: ImageData, held_out: int) -> tuple[Tensor, Tensor, Tens
 
     Labels above ``held_out`` move down by one so that the remaining classes are contiguous.
     """
-    n_classes = len(data.classes)
-    if isinstance(held_out, bool) or not isinstance(held_out, int) or not 0 <= held_out < n_classes:
-        raise ValueError(f"held_out must be a class index in [0, {n_classes - 1}], got {held_out!r}")
+    held_out = check_int("held_out (a class index)", held_out, minimum=0,
+                         maximum=len(data.classes) - 1)
     inside = data.y != held_out
     labels = data.y[inside]
     return data.x[inside], labels - (labels > held_out).long(), data.x[~inside]
@@ -375,8 +161,8 @@ def held_out_class_experiment(methods: Sequence[str], train: ImageData, test: Im
     images of the held-out class. Returns one row per (held_out, method, score): ``held_out,
     method, label, error_pct`` (on the remaining classes), ``score`` and :data:`OOD_METRICS`.
     """
-    if isinstance(held_out_classes, (str, int)) or not held_out_classes:
-        raise ValueError(f"held_out_classes must be a non-empty list of classes, got {held_out_classes!r}")
+    held_out_classes = check_int_list("held_out_classes", held_out_classes, minimum=0,
+                                      maximum=len(train.classes) - 1)
     tables = []
     for held_out in held_out_classes:
         x_train, y_train, _ = held_out_split(train, held_out)
@@ -412,29 +198,6 @@ def mean_over_held_out(results: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
-
-
-def plot_comparison(comparison: pd.DataFrame, metrics_shown: Sequence[str] | None = None) -> plt.Figure:
-    """Published and our values side by side, one panel per metric (a :func:`compare_with_published` table)."""
-    shown = list(dict.fromkeys(comparison["metric"])) if metrics_shown is None else list(metrics_shown)
-    long = comparison[comparison["metric"].isin(shown)].melt(
-        id_vars=["label", "metric"], value_vars=["published", "ours"], var_name="source",
-        value_name="value").dropna(subset=["value"])
-    labels = list(dict.fromkeys(comparison["label"]))
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 0.45 * len(labels) + 1.6),
-                             sharey=True, squeeze=False)
-    for ax, metric in zip(axes[0], shown):
-        sns.barplot(data=long[long["metric"] == metric], y="label", x="value", hue="source",
-                    order=labels, hue_order=["published", "ours"], ax=ax, orient="h")
-        ax.set_title(metric)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-        handles, names = ax.get_legend_handles_labels()
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    fig.tight_layout()
-    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
-    return fig
 
 
 def plot_entropy_ecdfs(ecdf: pd.DataFrame, in_name: str = "MNIST test",

@@ -10,8 +10,8 @@ The standard deviations here are those of the sampled functions f_s(x) (the epis
 the Gaussian observation noise, the same sigma for every method, is left out so that the
 comparison is not dominated by it.
 
-Runs are named as in :mod:`hypernets.experiments.mnist`: a registry name, whose options
-(constructor arguments, plus ``lr`` and ``steps`` for training) come from a per-run mapping.
+Runs are named as in :mod:`hypernets.runs`: a registry name, whose options (constructor
+arguments, plus ``lr`` and ``steps`` for training) come from a per-run mapping.
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ToyRegression, toy_regression
-from hypernets.experiments.mnist import TrainedMethod, n_distinct_nets, train_methods
 from hypernets.likelihoods import Gaussian
 from hypernets.reference_posterior import REFERENCE_LABEL, ReferencePosterior, nuts_posterior
+from hypernets.runs import TrainedMethod, train_methods
+from hypernets.seeding import seeded
 from hypernets.targets import TargetNet, get_target
 from hypernets.training import predict
+from hypernets.validation import check_int, check_positive
 
-
-#: Training inputs lie in [-INSIDE, INSIDE]; the grid extends beyond.
-INSIDE = 4.0
 
 # ---------------------------------------------------------------------------------------------
 # Settings
@@ -56,9 +55,7 @@ def toy_settings(noise_stds: Sequence[float], targets: Sequence[str]) -> list[tu
     if not noise_stds or len(noise_stds) != len(targets):
         raise ValueError(f"noise_stds and targets must be non-empty lists of the same length (one target "
                          f"network per noise level), got {noise_stds} and {targets}")
-    for noise_std in noise_stds:
-        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
-            raise ValueError(f"every noise std must be a number > 0, got {noise_std!r}")
+    noise_stds = [check_positive("every noise std", noise_std) for noise_std in noise_stds]
     for target in targets:
         get_target(target)  # raises naming the valid targets
     return [(float(noise_std), target) for noise_std, target in zip(noise_stds, targets)]
@@ -75,11 +72,11 @@ def function_samples(trained: Mapping[str, TrainedMethod], reference: ReferenceP
                      x: Tensor, n_samples: int) -> dict[str, Tensor]:
     """Sampled functions on ``x`` ([G, 1]) per label: [S, G] (all NUTS draws for the reference).
 
-    The global RNG must be seeded by the caller for reproducible samples.
+    Torch's global RNG must be seeded by the caller for reproducible samples.
     """
     samples = {}
     for run in trained.values():
-        samples[run.label] = predict(run.method, x, n_distinct_nets(run.method, n_samples))[..., 0]
+        samples[run.label] = predict(run.method, x, run.method.n_distinct_nets(n_samples))[..., 0]
     if reference is not None:
         with torch.no_grad():
             samples[REFERENCE_LABEL] = reference.target(reference.params, x)[..., 0]
@@ -124,8 +121,7 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
     that many worker processes while the methods train (on ``device``), which hides NUTS's
     time behind training; 0 samples them in this process first. Both give the same draws.
     """
-    if isinstance(nuts_processes, bool) or not isinstance(nuts_processes, int) or nuts_processes < 0:
-        raise ValueError(f"nuts_processes must be an integer >= 0, got {nuts_processes!r}")
+    check_int("nuts_processes", nuts_processes, minimum=0)
     problems = [(toy_regression(noise_std=noise_std, seed=seed), get_target(name), Gaussian(noise_std))
                 for noise_std, name in settings]
     jobs = [dict(target=target, likelihood=likelihood, x=data.x, y=data.y, prior_std=prior_std, seed=seed, **nuts)
@@ -142,8 +138,8 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
         references = [future.result() for future in futures]
     results = []
     for (data, target, _), runs, reference in zip(problems, trained, references):
-        torch.manual_seed(seed)
-        samples = function_samples(runs, reference, data.x_grid, n_samples)
+        with seeded(seed, device):
+            samples = function_samples(runs, reference, data.x_grid, n_samples)
         results.append(ToyResult(data, target, runs, reference, samples))
     return results
 
@@ -153,28 +149,26 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
 # ---------------------------------------------------------------------------------------------
 
 
-def std_table(samples: Mapping[str, Tensor], x_grid: Tensor, reference: str = REFERENCE_LABEL,
-              inside: float = INSIDE) -> pd.DataFrame:
-    """Mean predictive std of the sampled functions inside |x| <= inside and outside, and as ratios to the reference's.
+def std_table(samples: Mapping[str, Tensor], inside: Tensor,
+              reference: str = REFERENCE_LABEL) -> pd.DataFrame:
+    """Mean predictive std of the sampled functions inside and outside the data, and as ratios to the reference's.
 
-    ``samples`` maps labels to [S, G] function values on ``x_grid`` ([G, 1]); the std per grid
-    point is the population std over the S samples (:func:`hypernets.metrics.predictive_mean_std`
-    with no noise). One row per label, indexed by ``method``: ``std in``, ``std out``, their
-    ratio ``out / in`` (the papers' claim: larger than 1), and ``std in / ref``, ``std out /
-    ref`` (1 for a method that matches the reference posterior).
+    ``samples`` maps labels to [S, G] function values on a grid, ``inside`` is the bool mask
+    of the grid points inside the data (:meth:`hypernets.data.ToyRegression.inside`); the std
+    per grid point is the population std over the S samples
+    (:func:`hypernets.metrics.std_inside_outside`). One row per label, indexed by ``method``:
+    ``std in``, ``std out``, their ratio ``out / in`` (the papers' claim: larger than 1), and
+    ``std in / ref``, ``std out / ref`` (1 for a method that matches the reference posterior).
     """
     if reference not in samples:
         raise ValueError(f"samples must include the reference {reference!r}; got {sorted(samples)}")
-    grid = x_grid.reshape(-1)
-    is_inside = grid.abs() <= inside
-    if is_inside.all() or not is_inside.any():
-        raise ValueError(f"x_grid must have points with |x| <= {inside} and beyond it")
     rows = {}
     for label, values in samples.items():
-        if values.shape[-1] != len(grid):
-            raise ValueError(f"samples[{label!r}] has {values.shape[-1]} grid points, x_grid has {len(grid)}")
-        std = metrics.predictive_mean_std(values, noise_std=0.0)[1]
-        rows[label] = {"std in": float(std[is_inside].mean()), "std out": float(std[~is_inside].mean())}
+        if values.shape[-1] != inside.numel():
+            raise ValueError(f"samples[{label!r}] has {values.shape[-1]} grid points, inside has "
+                             f"{inside.numel()}")
+        std_in, std_out = metrics.std_inside_outside(values, inside)
+        rows[label] = {"std in": std_in, "std out": std_out}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     table["out / in"] = table["std out"] / table["std in"]
@@ -187,7 +181,7 @@ def summary_table(results: Sequence[ToyResult]) -> pd.DataFrame:
     """:func:`std_table` of every setting, stacked, with the noise std and target as index levels."""
     tables = []
     for result in results:
-        table = std_table(result.samples, result.data.x_grid).reset_index()
+        table = std_table(result.samples, result.data.inside(result.data.x_grid)).reset_index()
         table.insert(0, "target", result.target.name)
         table.insert(0, "sigma", result.data.noise_std)
         tables.append(table)
@@ -245,7 +239,7 @@ def plot_predictive(ax: plt.Axes, data: ToyRegression, values: Tensor, title: st
     ax.plot(grid, mean, color=palette[0], linewidth=1.5, label="mean")
     ax.scatter(data.x.reshape(-1).numpy(), data.y.reshape(-1).numpy(), color=palette[3], s=10, zorder=3,
                label="data")
-    for edge in (-INSIDE, INSIDE):
+    for edge in data.x_range:
         ax.axvline(edge, color="grey", linewidth=0.5, linestyle=":")
     ax.set_ylim(*ylim)
     ax.set_xlim(grid[0], grid[-1])
@@ -263,7 +257,8 @@ def plot_toy(result: ToyResult, n_cols: int = 3) -> plt.Figure:
     n_rows = int(np.ceil(len(labels) / n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.0 * n_cols, 3.0 * n_rows), sharex=True, sharey=True,
                              squeeze=False)
-    bound = 1.5 * float(result.data.true_function(torch.tensor(INSIDE)))
+    edge = max(abs(end) for end in result.data.x_range)
+    bound = 1.5 * float(result.data.true_function(torch.tensor(edge)))
     for ax, label in zip(axes.flat, labels):
         plot_predictive(ax, result.data, result.samples[label], label, (-bound, bound))
     for ax in axes.flat[len(labels):]:
@@ -290,7 +285,7 @@ def plot_std_profiles(result: ToyResult) -> plt.Figure:
         is_reference = label == REFERENCE_LABEL
         ax.plot(grid, std, label=label, color="black" if is_reference else color,
                 linewidth=2.5 if is_reference else 1.2, linestyle="--" if is_reference else "-")
-    for edge in (-INSIDE, INSIDE):
+    for edge in result.data.x_range:
         ax.axvline(edge, color="grey", linewidth=0.5, linestyle=":")
     ax.set_yscale("log")
     ax.set_xlabel("x")

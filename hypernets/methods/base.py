@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -9,6 +10,31 @@ from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_positive, check_positive_int
+
+
+def check_prior_std(prior_std) -> float:
+    """The standard deviation of a N(0, prior_std^2) weight prior: a finite number > 0."""
+    return check_positive("prior_std", prior_std)
+
+
+def init_linear_layers(module: nn.Module, generator: torch.Generator | None) -> None:
+    """Redraw every ``nn.Linear`` of ``module`` from ``generator`` with PyTorch's default law.
+
+    ``nn.Linear`` draws its initial weights from torch's global RNG; methods built of such
+    layers call this when given a ``generator``, so that one generator fixes the whole
+    initialisation. The law is the default's, U(+-1/sqrt(fan_in)) for weights and biases.
+    Without a generator nothing is redrawn.
+    """
+    if generator is None:
+        return
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1.0 / math.sqrt(layer.in_features)
+                for tensor in (layer.weight, layer.bias):
+                    if tensor is not None:
+                        tensor.copy_((torch.rand(tensor.shape, generator=generator) * 2 - 1) * bound)
 
 
 class Method(nn.Module, ABC):
@@ -24,18 +50,27 @@ class Method(nn.Module, ABC):
 
     default_lr: float = 1e-3
     default_train_samples: int = 1
+    #: How many different nets :meth:`sample_params` can give (None: unbounded). A point
+    #: estimate gives one, an ensemble its members.
+    max_distinct_nets: int | None = None
 
-    def __init__(self, target: TargetNet, likelihood: Likelihood, train_samples: int | None = None):
+    def __init__(self, target: TargetNet, likelihood: Likelihood, *,
+                 train_samples: int | None = None):
         super().__init__()
         self.target = target
         self.likelihood = likelihood
-        self.train_samples = self.default_train_samples if train_samples is None else train_samples
-        if self.train_samples < 1:
-            raise ValueError(f"train_samples must be >= 1, got {self.train_samples}")
+        self.train_samples = (self.default_train_samples if train_samples is None
+                              else check_positive_int("train_samples", train_samples))
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def n_distinct_nets(self, n_samples: int) -> int:
+        """How many of ``n_samples`` requested nets differ: fewer for MAP and ensembles."""
+        n_samples = check_positive_int("n_samples", n_samples)
+        return n_samples if self.max_distinct_nets is None else min(n_samples,
+                                                                    self.max_distinct_nets)
 
     @abstractmethod
     def sample_params(self, n_samples: int) -> Params:
@@ -57,7 +92,7 @@ class Method(nn.Module, ABC):
     def predict(self, x: Tensor, n_samples: int, params: Params | None = None) -> Tensor:
         """Probabilities [S, B, C] (classification) or outputs [S, B, 1] (regression)."""
         if params is None:
-            params = self.sample_params(n_samples)
+            params = self.sample_params(check_positive_int("n_samples", n_samples))
         return self.likelihood.predictive(self.target(params, x))
 
     def configure_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:

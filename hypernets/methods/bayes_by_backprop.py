@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams
-from hypernets.targets import Activation, Dropout, Flatten, Linear, Params, TargetNet
+from hypernets.methods.base import Method, StackedParams, check_prior_std
+from hypernets.targets import Linear, Params, TargetNet
+from hypernets.validation import check_bool, check_choice, check_positive, check_real
 
 PRIORS = ("gaussian", "scale_mixture")
 
@@ -63,29 +64,23 @@ class BayesByBackprop(Method):
     KL then uses its own S weight samples, an equally unbiased estimate.
     """
 
-    def __init__(self, target: TargetNet, likelihood: Likelihood, prior: str = "gaussian",
+    def __init__(self, target: TargetNet, likelihood: Likelihood, *, prior: str = "gaussian",
                  prior_std: float = 1.0, mixture_weight: float = 0.5,
                  mixture_stds: tuple[float, float] = (1.0, math.exp(-6)),
                  init_std: float = 1e-3, local_reparameterization: bool = False,
                  train_samples: int | None = None, generator: torch.Generator | None = None):
-        super().__init__(target, likelihood, train_samples)
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        if not prior_std > 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}")
-        if not 0 < mixture_weight < 1:
-            raise ValueError(f"mixture_weight must be in (0, 1), got {mixture_weight}")
-        if len(mixture_stds) != 2 or not all(s > 0 for s in mixture_stds):
-            raise ValueError(f"mixture_stds must be two stds > 0, got {mixture_stds}")
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std}")
+        super().__init__(target, likelihood, train_samples=train_samples)
+        check_choice("prior", prior, PRIORS)
+        prior_std = check_prior_std(prior_std)
+        mixture_weight = check_real("mixture_weight", mixture_weight, minimum=0.0, maximum=1.0,
+                                    exclusive_minimum=True, exclusive_maximum=True)
+        if isinstance(mixture_stds, (str, bytes)) or len(mixture_stds) != 2:
+            raise ValueError(f"mixture_stds must be two stds > 0, got {mixture_stds!r}")
+        mixture_stds = tuple(check_positive("every entry of mixture_stds", s) for s in mixture_stds)
+        init_std = check_positive("init_std", init_std)
+        check_bool("local_reparameterization", local_reparameterization)
         if local_reparameterization:
-            unsupported = [f"{name} ({type(layer).__name__})" for name, layer in target.layers
-                           if not isinstance(layer, (Linear, Activation, Flatten, Dropout))]
-            if unsupported:
-                raise ValueError(
-                    "local_reparameterization needs a target of Linear, Activation, Flatten and "
-                    f"Dropout layers only; {target.name!r} has {', '.join(unsupported)}")
+            target.require_mlp("local_reparameterization")
         self.prior = prior
         self.prior_std = prior_std
         self.mixture_weight = mixture_weight
@@ -110,14 +105,16 @@ class BayesByBackprop(Method):
                 for n, mu in self.mean.as_dict().items()}
 
     # -- KL(q || p) -----------------------------------------------------------------------
-    def kl_closed_form(self) -> Tensor:
-        """KL(q || N(0, prior_std^2)) summed over all weights (Gaussian prior only)."""
+    def kl_closed_form(self, stds: Params | None = None) -> Tensor:
+        """KL(q || N(0, prior_std^2)) summed over all weights (Gaussian prior only).
+
+        ``stds`` are the posterior's standard deviations (:meth:`posterior_std`, computed when
+        None), passed in by a training step that has them already.
+        """
         if self.prior != "gaussian":
             raise ValueError(f"the KL has a closed form only for prior='gaussian', "
                              f"not {self.prior!r}")
-        return self._kl_closed_form(self.posterior_std())
-
-    def _kl_closed_form(self, stds: Params) -> Tensor:
+        stds = self.posterior_std() if stds is None else stds
         return sum(kl_divergence(_normal(mu, stds[n]),
                                  _normal(torch.zeros_like(mu), self.prior_std)).sum()
                    for n, mu in self.mean.as_dict().items())
@@ -141,30 +138,29 @@ class BayesByBackprop(Method):
         return sum(_normal(mu, stds[n]).log_prob(params[n]).flatten(1).sum(1)
                    for n, mu in self.mean.as_dict().items())
 
-    def kl_monte_carlo(self, params: Params) -> Tensor:
-        """Mean over the S samples of log q(w_s) - log p(w_s): an unbiased KL estimate."""
-        return self._kl_monte_carlo(params, self.posterior_std())
+    def kl_monte_carlo(self, params: Params, stds: Params | None = None) -> Tensor:
+        """Mean over the S samples of log q(w_s) - log p(w_s): an unbiased KL estimate.
 
-    def _kl_monte_carlo(self, params: Params, stds: Params) -> Tensor:
+        ``stds`` as in :meth:`kl_closed_form`.
+        """
+        stds = self.posterior_std() if stds is None else stds
         return (self._log_posterior(params, stds) - self.log_prior(params)).mean()
 
     # -- training -----------------------------------------------------------------------
     def _local_reparameterized_outputs(self, x: Tensor, n_samples: int, stds: Params) -> Tensor:
         """[S, B, out]: each linear layer's pre-activations drawn given its input."""
         means = self.mean.as_dict()
-        h = x.unsqueeze(0).expand(n_samples, *x.shape)
-        for layer_name, layer in self.target.layers:
-            if not isinstance(layer, Linear):
-                h = layer.forward_batched({}, h)
-                continue
+
+        def linear(layer_name: str, layer: Linear, h: Tensor) -> Tensor:
             weight, weight_std = means[f"{layer_name}.weight"][0], stds[f"{layer_name}.weight"][0]
             bias, bias_std = ((means[f"{layer_name}.bias"][0], stds[f"{layer_name}.bias"][0])
                               if layer.bias else (None, None))
             mean = F.linear(h, weight, bias)
             variance = F.linear(h.pow(2), weight_std.pow(2),
                                 None if bias_std is None else bias_std.pow(2))
-            h = mean + (variance + _VARIANCE_FLOOR).sqrt() * torch.randn_like(mean)
-        return h
+            return mean + (variance + _VARIANCE_FLOOR).sqrt() * torch.randn_like(mean)
+
+        return self.target.walk_mlp(x.unsqueeze(0).expand(n_samples, *x.shape), linear)
 
     def training_loss(self, x, y, *, n_train, epoch):
         n_samples, stds = self.train_samples, self.posterior_std()
@@ -176,9 +172,9 @@ class BayesByBackprop(Method):
             params = self._sample(n_samples, stds)
             nll = self.expected_nll(params, x, y)
         if self.prior == "gaussian":
-            kl = self._kl_closed_form(stds)
+            kl = self.kl_closed_form(stds)
         else:
             if params is None:
                 params = self._sample(n_samples, stds)
-            kl = self._kl_monte_carlo(params, stds)
+            kl = self.kl_monte_carlo(params, stds)
         return nll + kl / n_train, {"nll": nll.detach(), "kl": kl.detach()}

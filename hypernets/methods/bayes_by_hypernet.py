@@ -23,52 +23,30 @@ Two architectures, compared in the paper:
 Each generated weight is ``offset + scale * output``. ``offset`` is learnable, one per target
 weight, initialised to a draw of the target's default initialisation: it is the output-layer
 bias an unchunked hypernetwork has for every weight, which chunking would otherwise share
-between all chunks (without it, all units of a layer start almost identical; in our runs the
-hypernetwork then reached 80% on the MNIST subset after three epochs where MAP reached 89%,
-with it 89%). ``scale`` is fixed per tensor, the standard deviation of its default
-initialisation (1 for constant-initialised tensors, GroupNorm's gain and shift), so the
-noise-dependent part is on the scale of each tensor's weights. The hidden layers start at He
-initialisation and the output layer at N(0, 0.01 / fan_in), so sampled nets start as small
-noise around the offsets.
+between all chunks (without it all units of a layer start almost identical). ``scale`` is fixed
+per tensor, the standard deviation of its default initialisation U(+-b), b / sqrt(3) (1 for
+constant-initialised tensors, GroupNorm's gain and shift), so the noise-dependent part is on
+the scale of each tensor's weights. The hidden layers start at He initialisation and the output
+layer at N(0, 0.01 / fan_in), so sampled nets start as small noise around the offsets.
 
 The loss per data point is the negative log-likelihood averaged over all S sampled nets plus
 ``anneal * KL / n_train``. ``anneal`` rises linearly from 0 at ``anneal_start`` over
 ``anneal_epochs`` epochs (the paper's MNIST schedule: from epoch 5 over 15 epochs); the default
 (0, 0) keeps the KL on at full weight from the first step to the last. The estimate scales with
 the number of weights d, so KL / n_train dominates when d / n_train is large (7.8 for LeNet on
-the paper's 55,000 images, 215 on a 2,000-image subset); the paper anneals it in.
+the paper's 55,000 images); the paper anneals it in.
 
 ``kl_estimator`` chooses the estimate. ``"joint"`` (the default) is the estimate in d
-dimensions over the flattened weight vector: the formula of the paper and of this project's
-issue, and what the reference's toy script used. ``"per_weight"`` sums one-dimensional
-estimates, one per weight coordinate: the reference code's default for MNIST
-(``full_kernel=False``). For a factorised prior that is the KL of the weights' marginals,
-which leaves out their dependence, so it is at most the joint KL.
-
-Over a few hundred steps the learning rate decides whether training survives the KL; over
-longer runs the estimator does too. In our CPU runs with the KL at full weight from the first
-step, LeNet on the full MNIST training set (batches of 100) collapsed to chance (uniform
-predictions) with either estimator at learning rate 1e-3 within 150 steps, and learned with
-either at 1e-4, the reference run script's rate (after 300 steps 90.7% test accuracy joint,
-91.5% per-weight). So the default learning rate is the reference's 1e-4. At the MNIST table's
-``full`` settings (5 epochs, batches of 500, the KL annealed in over the first epoch), the
-joint estimate collapsed LeNet to chance in the fifth epoch (91% test error), while the
-per-weight one ended at 6.4%: the book's image chapters therefore use ``per_weight``, like the
-reference. (With n = 5 samples in d = 431,080 dimensions the joint estimate is lowest when the
-samples lie as far apart as prior draws do, whatever their accuracy.) The per-weight estimate
-does not make the KL harmless either: on the MNIST MLP 784-256-256-256-10 with the KL at full
-weight from the first step (batches of 100) it drove the nets to chance in the second epoch,
-and annealed as in the MNIST table (batches of 500) the training NLL rose from 0.87 in epoch 2
-to 1.62 in epoch 5 (16.7% test error; 13.1% with 20 samples per step instead of 5; the joint
-estimate 11.7% on this net). At KL / n_train of several nats per data point against an NLL
-below 2.3, trading accuracy for a lower KL pays, so at these budgets the method is far from the
-paper's 0.56% MNIST error whichever the estimator. On the toy problem (301
-weights, 20 points) the per-weight KL at full weight pulls the fit to a line where the joint
-one does not, so the default stays the joint estimate, the formula of the paper.
+dimensions over the flattened weight vector, the paper's formula. ``"per_weight"`` sums
+one-dimensional estimates, one per weight coordinate (the reference code's ``full_kernel=False``).
+For a factorised prior that is the KL of the weights' marginals, which leaves out their
+dependence, so it is at most the joint KL. How each behaves on LeNet and the MNIST MLP at the
+book's budgets, and why the default learning rate is the reference's 1e-4, is measured in
+``benchmarks/method_notes.md``.
 
 Deviations from the reference code, on purpose: the likelihood averages all S samples (the
-reference by default used one), the optimiser is Adam like every baseline (the reference
-trained BbH with RMSProp through a configuration bug), and no schedule switches the KL off.
+reference by default used one), the optimiser is Adam like every baseline, and no schedule
+switches the KL off.
 """
 
 from __future__ import annotations
@@ -80,8 +58,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams
+from hypernets.methods.base import Method, StackedParams, check_prior_std
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_bool, check_choice, check_int, check_int_list, check_real
 
 NOISE_DIMS = (1, 8, 64)
 LEAKY_SLOPE = 0.1
@@ -238,23 +217,12 @@ class ChunkHypernet(nn.Module):
 
 
 def _init_scales(target: TargetNet) -> dict[str, float]:
-    """Standard deviation of each tensor under the target's default initialisation.
+    """Standard deviation of each tensor's default initialisation U(centre +- b): b / sqrt(3).
 
-    1 for constant-initialised tensors (GroupNorm gains and shifts). Estimated from at least
-    4,096 values per tensor, drawn with a fixed private generator so that the constants neither
-    depend on nor consume the caller's random state.
+    1 for constant-initialised tensors (GroupNorm gains and shifts).
     """
-    generator = torch.Generator().manual_seed(0)
-    scales = {}
-    for layer_name, layer in target.layers:
-        shapes = layer.param_shapes()
-        if not shapes:
-            continue
-        n_draws = math.ceil(4096 / min(math.prod(s) for s in shapes.values()))
-        for key, values in layer.init(n_draws, generator).items():
-            std = float(values.std())
-            scales[f"{layer_name}.{key}"] = std if std > 0 else 1.0
-    return scales
+    return {name: half_width / math.sqrt(3) if half_width > 0 else 1.0
+            for name, (_, half_width) in target.init_ranges().items()}
 
 
 class BayesByHypernet(Method):
@@ -265,14 +233,14 @@ class BayesByHypernet(Method):
     the whole target (False, generating ``n_chunks`` chunks). ``anneal_start`` and
     ``anneal_epochs``: the KL schedule (see :func:`annealing_weight`). ``kl_estimator``:
     ``"joint"`` (default, the paper's formula over the whole weight vector,
-    :func:`nearest_neighbour_kl`) or ``"per_weight"`` (the reference code's MNIST default,
-    :func:`per_weight_nearest_neighbour_kl`); see the module's notes. ``train_samples`` (S,
+    :func:`nearest_neighbour_kl`) or ``"per_weight"`` (the reference code's ``full_kernel=False``,
+    :func:`per_weight_nearest_neighbour_kl`). ``train_samples`` (S,
     default 5, the paper's n) nets per step serve both the likelihood, averaged over all of
     them, and the KL estimate, with as many prior samples. ``generator`` seeds every
     initialisation (torch's global generator when None).
     """
 
-    default_lr = 1e-4  # the reference run script's; at 1e-3 the KL collapses LeNet (module notes)
+    default_lr = 1e-4  # the reference run script's; at 1e-3 the KL collapses LeNet
     default_train_samples = 5
 
     def __init__(self, target: TargetNet, likelihood: Likelihood, *, noise_dim: int = 8,
@@ -281,21 +249,14 @@ class BayesByHypernet(Method):
                  anneal_start: float = 0.0, anneal_epochs: float = 0.0,
                  kl_estimator: str = "joint", train_samples: int | None = None,
                  generator: torch.Generator | None = None):
-        super().__init__(target, likelihood, train_samples)
-        if noise_dim not in NOISE_DIMS:
-            raise ValueError(f"noise_dim must be one of {NOISE_DIMS} (the paper's settings), "
-                             f"got {noise_dim}")
-        hidden = tuple(hidden)
-        if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(f"hidden must list at least one positive width, got {hidden}")
-        if not prior_std > 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}")
-        if anneal_start < 0 or anneal_epochs < 0:
-            raise ValueError(f"anneal_start and anneal_epochs must be >= 0, got "
-                             f"{anneal_start} and {anneal_epochs}")
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {tuple(KL_ESTIMATORS)}, got "
-                             f"{kl_estimator!r}")
+        super().__init__(target, likelihood, train_samples=train_samples)
+        check_choice("noise_dim (the paper's settings)", noise_dim, NOISE_DIMS)
+        hidden = check_int_list("hidden", hidden, minimum=1)
+        check_bool("per_layer", per_layer)
+        prior_std = check_prior_std(prior_std)
+        anneal_start = check_real("anneal_start", anneal_start, minimum=0.0)
+        anneal_epochs = check_real("anneal_epochs", anneal_epochs, minimum=0.0)
+        check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         if self.train_samples < 2:
             raise ValueError(f"train_samples must be >= 2: the KL estimate needs each sample's "
                              f"nearest other sample, got {self.train_samples}")
@@ -328,9 +289,8 @@ class BayesByHypernet(Method):
             n_params = target.num_params
             if n_chunks is None:
                 n_chunks = max(1, round(math.sqrt(n_params)))
-            if not 1 <= n_chunks <= n_params:
-                raise ValueError(f"n_chunks must be between 1 and the number of target "
-                                 f"parameters {n_params}, got {n_chunks}")
+            n_chunks = check_int("n_chunks (at most the number of target parameters)",
+                                 n_chunks, minimum=1, maximum=n_params)
             chunk_size = math.ceil(n_params / n_chunks)
             self.hypernets = nn.ModuleList(
                 [ChunkHypernet(noise_dim, n_chunks, chunk_size, hidden, generator)])

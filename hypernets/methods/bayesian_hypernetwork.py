@@ -47,23 +47,13 @@ from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.transforms import ComposedTransform, PermutationTransform
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams
-from hypernets.targets import ACTIVATIONS, Activation, Dropout, Flatten, Linear, Params, TargetNet
-
-PER_DATAPOINT_LAYERS = (Linear, Activation, Flatten, Dropout)
-
+from hypernets.methods.base import Method, StackedParams, check_prior_std
+from hypernets.targets import Linear, Params, TargetNet
+from hypernets.validation import check_bool, check_int, check_positive, check_positive_int
 
 def _normal_log_prob(x: Tensor, std: float) -> Tensor:
     """Sum over the last dimension of log N(x; 0, std^2)."""
     return (-0.5 * (x / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def _check_per_datapoint_target(target: TargetNet) -> None:
-    unsupported = [name for name, layer in target.layers
-                   if not isinstance(layer, PER_DATAPOINT_LAYERS)]
-    if unsupported:
-        raise ValueError(f"per_datapoint=True needs a target of Linear, Activation, Flatten and "
-                         f"Dropout layers; {target.name} also has {unsupported}")
 
 
 class ScaleFlow(nn.Module):
@@ -129,17 +119,13 @@ class BayesianHypernetwork(Method):
                  coupling_hidden: int = 200, prior_std: float = 1.0, init_std: float = 0.1,
                  per_datapoint: bool = False, train_samples: int | None = None,
                  generator: torch.Generator | None = None):
-        super().__init__(target, likelihood, train_samples)
-        if n_couplings < 0 or coupling_hidden < 1:
-            raise ValueError(f"n_couplings must be >= 0 and coupling_hidden >= 1, got "
-                             f"{n_couplings} and {coupling_hidden}")
-        if not prior_std > 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}")
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std}")
-        if per_datapoint:
-            _check_per_datapoint_target(target)
-        self.prior_std = float(prior_std)
+        super().__init__(target, likelihood, train_samples=train_samples)
+        n_couplings = check_int("n_couplings", n_couplings, minimum=0)
+        coupling_hidden = check_positive_int("coupling_hidden", coupling_hidden)
+        init_std = check_positive("init_std", init_std)
+        if check_bool("per_datapoint", per_datapoint):
+            target.require_mlp("per_datapoint=True")
+        self.prior_std = check_prior_std(prior_std)
         self.per_datapoint = per_datapoint
         # Linear and convolution weights (also inside residual blocks) are [out, in, ...].
         self.normalised = [name for name, shape in target.param_shapes.items()
@@ -197,23 +183,17 @@ class BayesianHypernetwork(Method):
             raise ValueError(f"forward_per_example needs x [B, *{self.target.input_shape}] and g "
                              f"[S, B, {self.flow.dim}], got {tuple(x.shape)} and "
                              f"{tuple(g.shape)}")
-        _check_per_datapoint_target(self.target)
         directions = self._directions()
         point = self.point.as_dict()
-        h, batch_dims = x, 1  # [B, ...] until the first linear layer makes it [S, B, ...]
-        for layer_name, layer in self.target.layers:
-            if isinstance(layer, Flatten):
-                h = h.flatten(batch_dims)
-            elif isinstance(layer, Activation):
-                h = ACTIVATIONS[layer.name](h)
-            elif isinstance(layer, Linear):
-                name = f"{layer_name}.weight"
-                # One matmul for the whole batch; each example's g scales its own row.
-                h = (h @ directions[name].T) * g[..., self.units[name]]
-                batch_dims = 2
-                if layer.bias:
-                    h = h + point[f"{layer_name}.bias"][0]
-        return h
+
+        def linear(layer_name: str, layer: Linear, h: Tensor) -> Tensor:
+            # One matmul for the whole batch ([B, ...] before the first layer, [S, B, ...]
+            # after); each example's g scales its own row.
+            name = f"{layer_name}.weight"
+            h = (h @ directions[name].T) * g[..., self.units[name]]
+            return h + point[f"{layer_name}.bias"][0] if layer.bias else h
+
+        return self.target.walk_mlp(x, linear)
 
     def training_loss(self, x, y, *, n_train, epoch):
         if self.per_datapoint:

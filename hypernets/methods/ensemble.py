@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams
+from hypernets.methods.base import Method, StackedParams, check_prior_std
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_positive_int
 
 
 class DeepEnsemble(Method):
@@ -22,17 +23,18 @@ class DeepEnsemble(Method):
     updates independent too.
     """
 
-    def __init__(self, target: TargetNet, likelihood: Likelihood, n_members: int = 5,
+    def __init__(self, target: TargetNet, likelihood: Likelihood, *, n_members: int = 5,
                  prior_std: float = 1.0, generator: torch.Generator | None = None):
-        if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
-            raise ValueError(f"n_members must be an integer >= 1, got {n_members!r}")
-        if not prior_std > 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}")
+        n_members = check_positive_int("n_members", n_members)
         # Every training step runs all members: S per step is M.
         super().__init__(target, likelihood, train_samples=n_members)
         self.n_members = n_members
-        self.prior_std = prior_std
+        self.prior_std = check_prior_std(prior_std)
         self.members = StackedParams(target, n_members, generator)
+
+    @property
+    def max_distinct_nets(self) -> int:
+        return self.n_members
 
     def sample_params(self, n_samples: int) -> Params:
         if n_samples > self.n_members:

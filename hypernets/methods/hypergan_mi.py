@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method
-from hypernets.methods.hypergan import (CRITIC_LR_RATIO, MIXER_LR_RATIO, LayerGenerators, Mixer,
-                                        adam_groups, call_detached, check_hidden,
-                                        check_positive_int, mlp_block)
+from hypernets.methods.base import Method, init_linear_layers
+from hypernets.methods.hypergan_blocks import (CRITIC_LR_RATIO, MIXER_LR_RATIO, LayerGenerators,
+                                               Mixer, adam_groups, call_detached, mlp_block)
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_int, check_int_list, check_positive_int, check_real
 
 
 def standardise_one_hot(one_hot: Tensor) -> Tensor:
@@ -83,24 +83,10 @@ class HyperGANMI(Method):
     mixer forgets cannot be recovered from z, so a high bound forces the codes, and through
     them the generated nets, to vary with the input.
 
-    **Why both inputs are standardised** (measured at the paper's widths: noise 256, code 128,
-    hidden 512, T 400-400, S = 32, beta 25, on the sigma = 3 toy with target ``toy_mi``).
-    Fed raw, the bound never left 0 (|estimate| < 0.001 nats over 3,000 steps, at the default
-    rates and at lr 1e-3), for two reasons, each fixed by one standardisation:
-
-    * *The category was drowned in the noise.* A raw one-hot coordinate has variance 0.09
-      against the noise's 1, so at initialisation c made up 0.3% of the codes' variance and
-      a logistic-regression probe on 6,000 codes recovered 0.06 of the log 10 = 2.30 nats.
-      Standardised like the noise: 2.2% and 1.86 nats.
-    * *T's ReLUs died.* The task moves the codes' common mean (norm 4 at initialisation, 30-70
-      after a few hundred steps) far more than their spread across samples, which alone
-      carries c. On the raw latent this shift pushed T's first-layer units off: 30-50% were
-      dead after 400 steps at the default rates, 98% at lr 1e-3. Standardising z per
-      coordinate with the step's statistics removes the shift: at lr 1e-3 no first-layer
-      unit died (second layer: at most 13%).
-
-    Mean estimate over steps 501-600 (default rates / lr 1e-3): neither 0.00 / 0.00, the
-    one-hot only 0.17 / 0.00, T's input only 0.47 / 0.60, both 1.58 / 1.81.
+    **Both inputs of T are standardised** (:class:`StatisticsNetwork`): fed raw, the bound
+    never left 0 at the paper's widths, because the one-hot was drowned in the noise and the
+    task's shift of the codes' mean killed T's ReLUs (measurements in
+    ``benchmarks/method_notes.md``).
 
     **Loss** (one scalar, one optimiser; per data point):
 
@@ -122,33 +108,17 @@ class HyperGANMI(Method):
     bound saturates, a quarter of the steps log more than log 10 (up to 3.9), so average
     over steps.
 
-    ``beta`` defaults to 25, the low end of the public code's 25-50. On the sigma = 3 toy at
-    the paper's widths (target ``toy_mi``, 3,000 full-batch steps at the default rates, seeds
-    0 / 1) beta buys weight diversity while the bound saturates already at beta = 1. Mean
-    estimate over the evaluated steps after 1,000 / weight-norm diversity (std / mean, 100
-    samples) / band ratio (outside / inside the data, as in
-    :func:`hypernets.experiments.diversity.mi_toy_summary`):
-
-    ====  ===========  =============  ==========
-    beta  MI (nats)    diversity      band ratio
-    ====  ===========  =============  ==========
-    0     0.83 / 0.88  0.046 / 0.047  7.3 / 7.1
-    1     1.89 / 1.91  0.072 / 0.063  6.7 / 5.8
-    5     1.97 / 2.07  0.141 / 0.155  7.1 / 6.4
-    25    2.09 / 2.07  0.216 / 0.222  7.0 / 7.4
-    50    2.06 / 2.00  0.253 / 0.224  7.3 / 6.8
-    ====  ===========  =============  ==========
-
-    The band ratio does not follow beta: the regulariser widens the band inside the data as
-    much as outside. The RMSE of the mean function stayed within 1.0-3.5 throughout.
-    ``beta = 0`` is the ablation without the regulariser: the mixer then learns from the task
-    alone, while T still trains, so the logged ``mi`` still measures how much of c the codes
-    keep (0.8-0.9 nats above: the task alone does not erase the category).
+    ``beta`` defaults to 25, the low end of the public code's 25-50; on the toy, beta buys
+    weight diversity while the bound saturates already at beta = 1 (the sweep is in
+    ``benchmarks/method_notes.md``). ``beta = 0`` is the ablation without the regulariser:
+    the mixer then learns from the task alone, while T still trains, so the logged ``mi``
+    still measures how much of c the codes keep.
 
     Learning rates and Adam betas are HyperGAN's (generators 1e-4, mixer 5e-4, T 1e-4; betas
     (0.5, 0.9); a given ``lr`` replaces the generators' rate and the others keep their
     ratio). As in HyperGAN the mixer's BatchNorm uses batch statistics during training
-    (S >= 2) and running averages in eval mode.
+    (S >= 2) and running averages in eval mode. ``generator`` draws the initial weights of
+    every module (torch's global RNG when None).
     """
 
     default_lr = 1e-4
@@ -157,19 +127,19 @@ class HyperGANMI(Method):
     def __init__(self, target: TargetNet, likelihood: Likelihood, *, noise_dim: int = 256,
                  n_categories: int = 10, code_dim: int = 128, hidden: int = 512,
                  beta: float = 25.0, stats_hidden: tuple[int, ...] = (400, 400),
-                 ma_rate: float | None = 0.01, train_samples: int | None = None):
-        super().__init__(target, likelihood, train_samples)
+                 ma_rate: float | None = 0.01, train_samples: int | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__(target, likelihood, train_samples=train_samples)
         check_positive_int("noise_dim", noise_dim)
         check_positive_int("code_dim", code_dim)
         check_positive_int("hidden", hidden)
-        stats_hidden = check_hidden("stats_hidden", stats_hidden)
-        if check_positive_int("n_categories", n_categories) < 2:
-            raise ValueError(f"n_categories must be >= 2 (one category carries no information),"
-                             f" got {n_categories}")
-        if not (math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-        if ma_rate is not None and not 0 < ma_rate <= 1:
-            raise ValueError(f"ma_rate must be in (0, 1] or None, got {ma_rate!r}")
+        stats_hidden = check_int_list("stats_hidden", stats_hidden, minimum=1, allow_empty=True)
+        # One category carries no information.
+        check_int("n_categories", n_categories, minimum=2)
+        beta = check_real("beta", beta, minimum=0.0)
+        if ma_rate is not None:
+            ma_rate = check_real("ma_rate", ma_rate, minimum=0.0, maximum=1.0,
+                                 exclusive_minimum=True)
         if self.train_samples < 2:
             raise ValueError(f"train_samples must be >= 2 (BatchNorm statistics and the shuffled "
                              f"marginal need several samples), got {self.train_samples}")
@@ -184,6 +154,7 @@ class HyperGANMI(Method):
         self.statistics = StatisticsNetwork(n_layers * code_dim, n_categories, stats_hidden)
         # log of the moving average of E_marginal[exp(T)]; -inf until the first training step.
         self.register_buffer("log_moving_average", torch.tensor(float("-inf")))
+        init_linear_layers(self, generator)
 
     def draw_categories(self, n_samples: int) -> Tensor:
         """S one-hot codes [S, n_categories], uniform over the categories (global RNG)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams
+from hypernets.methods.base import Method, StackedParams, check_prior_std
 from hypernets.targets import Params, TargetNet
 
 
@@ -16,12 +16,12 @@ class MAP(Method):
     weight decay 1 / (prior_std^2 n_train) written as the prior it is.
     """
 
-    def __init__(self, target: TargetNet, likelihood: Likelihood, prior_std: float = 1.0,
+    max_distinct_nets = 1
+
+    def __init__(self, target: TargetNet, likelihood: Likelihood, *, prior_std: float = 1.0,
                  generator: torch.Generator | None = None):
         super().__init__(target, likelihood)
-        if not prior_std > 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}")
-        self.prior_std = prior_std
+        self.prior_std = check_prior_std(prior_std)
         self.weights = StackedParams(target, 1, generator)
 
     def sample_params(self, n_samples: int) -> Params:

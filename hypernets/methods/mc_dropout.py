@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams
+from hypernets.methods.base import Method, StackedParams, check_prior_std
 from hypernets.targets import Params, TargetNet
+from hypernets.validation import check_probability
 
 
 class MCDropout(Method):
@@ -29,14 +30,12 @@ class MCDropout(Method):
     ``p = 0.5`` is the rate Srivastava et al. recommend for hidden units.
     """
 
-    def __init__(self, target: TargetNet, likelihood: Likelihood, p: float = 0.5,
+    def __init__(self, target: TargetNet, likelihood: Likelihood, *, p: float = 0.5,
                  prior_std: float = 1.0, train_samples: int | None = None,
                  generator: torch.Generator | None = None):
-        super().__init__(target, likelihood, train_samples)
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
-        if not prior_std > 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}")
+        super().__init__(target, likelihood, train_samples=train_samples)
+        p = check_probability("dropout probability p", p)
+        prior_std = check_prior_std(prior_std)
         if not target.dropout_weights():
             raise ValueError(f"target {target.name!r} has no Dropout markers before a linear "
                              "layer, so MC dropout would have nothing to drop")
