@@ -30,7 +30,6 @@ the diversity measures are written here; each docstring says why.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -160,11 +159,7 @@ def _validate_labels(labels, batch: int, n_classes: int, name: str = "labels") -
 
 
 def _validate_noise_std(noise_std) -> float:
-    if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real):
-        raise TypeError(f"noise_std must be a real number; got {type(noise_std).__name__}")
-    if not math.isfinite(noise_std) or noise_std < 0:
-        raise ValueError(f"noise_std must be finite and >= 0; got {noise_std}")
-    return float(noise_std)
+    return check_real("noise_std", noise_std, minimum=0.0)
 
 
 def _validate_scores(scores, name: str) -> np.ndarray:

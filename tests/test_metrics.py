@@ -507,7 +507,7 @@ def test_bad_regression_parameters_are_rejected():
     samples, targets = torch.ones(3, 4), torch.ones(4)
     with pytest.raises(ValueError, match="predictive variance is 0"):
         metrics.gaussian_nll(samples, targets, noise_std=0.0)
-    with pytest.raises(ValueError, match="noise_std must be finite and >= 0"):
+    with pytest.raises(ValueError, match="noise_std must be a finite number >= 0"):
         metrics.predictive_mean_std(samples, noise_std=-1.0)
     with pytest.raises(ValueError, match=r"every entry of levels must be a finite number in \(0, 1\)"):
         metrics.interval_coverage(samples, targets, levels=(0.5, 1.0))
