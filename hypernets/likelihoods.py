@@ -13,7 +13,11 @@ from hypernets.validation import check_positive
 
 
 class Likelihood(ABC):
-    """Per-sample, per-example negative log-likelihood and the predictive it implies."""
+    """Per-sample, per-example negative log-likelihood and the predictive it implies.
+
+    Both compute in float32 whatever the outputs' dtype, so that a bf16 forward
+    (:func:`hypernets.training.autocast`) still gives float32 losses and probabilities.
+    """
 
     task: str
 
@@ -36,11 +40,12 @@ class Categorical(Likelihood):
             raise ValueError(f"labels y must have shape [B={outputs.shape[1]}], got {tuple(y.shape)}")
         n_samples, batch, n_classes = outputs.shape
         check_class_labels("y", y, n_classes)
-        flat = F.cross_entropy(outputs.reshape(-1, n_classes), y.repeat(n_samples), reduction="none")
+        flat = F.cross_entropy(outputs.float().reshape(-1, n_classes), y.repeat(n_samples),
+                               reduction="none")
         return flat.reshape(n_samples, batch)
 
     def predictive(self, outputs):
-        return outputs.softmax(-1)
+        return outputs.float().softmax(-1)
 
 
 def check_class_labels(name: str, y: Tensor, n_classes: int) -> None:
@@ -77,8 +82,8 @@ class Gaussian(Likelihood):
     def nll(self, outputs, y):
         if y.shape != outputs.shape[1:]:
             raise ValueError(f"targets y must have shape {tuple(outputs.shape[1:])}, got {tuple(y.shape)}")
-        z = (outputs - y) / self.noise_std
+        z = (outputs.float() - y) / self.noise_std
         return (0.5 * z**2 + math.log(self.noise_std) + 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def predictive(self, outputs):
-        return outputs
+        return outputs.float()

@@ -60,14 +60,23 @@ def _check_data(method: Method, x: Tensor, y: Tensor, transform: Transform | Non
 def _check_settings(device: torch.device, precision: str):
     if not isinstance(precision, str) or precision not in _PRECISIONS:
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    if precision == "bf16" and device.type != "cuda":
-        raise ValueError("precision='bf16' is for CUDA devices; use 'fp32' on the CPU")
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision='bf16' runs on the CPU or CUDA, not on {device.type!r}")
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: str | torch.device, precision: str):
+    """The context of a ``precision``: nothing for fp32, bf16 autocast for the matrix work.
+
+    Under ``bf16`` convolutions and matrix products run in bfloat16 (on the CPU through
+    oneDNN, on CUDA through cuBLAS/cuDNN), while parameters, optimiser state, gradients and
+    everything autocast keeps in float32 stay there; likelihoods, KL terms and flows compute
+    in float32 themselves (see :mod:`hypernets.likelihoods` and the methods).
+    """
+    device = torch.device(device)
+    _check_settings(device, precision)
     if precision == "fp32":
         return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
@@ -173,7 +182,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
             xb, yb = x[idx], y[idx]
             if transform is not None:
                 xb = transform(xb, shuffle)
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 loss, logs = method.training_loss(xb, yb, n_train=n_train,
                                                   epoch=epoch + k / steps_per_epoch)
             if not torch.isfinite(loss):
@@ -444,10 +453,11 @@ def _restore(state: dict, method, optimizer, shuffle) -> list[dict]:
 
 @torch.no_grad()
 def predict(method: Method, x: Tensor, n_samples: int, *, batch_size: int = 1000,
-            device: str | torch.device | None = None) -> Tensor:
+            device: str | torch.device | None = None, precision: str = "fp32") -> Tensor:
     """Predictive of S sampled nets on all of x, in chunks, on the CPU: [S, N, C or 1].
 
-    The S weight sets are drawn once, so every chunk sees the same S networks.
+    The S weight sets are drawn once, so every chunk sees the same S networks. ``precision``
+    as in :func:`fit`; the predictive is returned in float32.
     """
     n_samples = check_positive_int("n_samples", n_samples)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -455,7 +465,8 @@ def predict(method: Method, x: Tensor, n_samples: int, *, batch_size: int = 1000
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
     method.eval()
     device = method.device if device is None else torch.device(device)
-    params = method.sample_params(n_samples)
-    chunks = [method.predict(x[i:i + batch_size].to(device), n_samples, params=params).float().cpu()
-              for i in range(0, max(len(x), 1), batch_size)]  # an empty x gives [S, 0, ...]
+    with autocast(device, precision):
+        params = method.sample_params(n_samples)
+        chunks = [method.predict(x[i:i + batch_size].to(device), n_samples, params=params).float().cpu()
+                  for i in range(0, max(len(x), 1), batch_size)]  # an empty x gives [S, 0, ...]
     return torch.cat(chunks, dim=1)

@@ -17,6 +17,7 @@ import torch
 from hypernets.likelihoods import Categorical
 from hypernets.methods.registry import METHODS, make_method
 from hypernets.targets import mlp
+from hypernets.training import autocast
 
 N_CLASSES = 3
 
@@ -157,3 +158,21 @@ def test_options_are_keyword_only_and_generator_is_accepted(name):
     parameters = list(inspect.signature(cls.__init__).parameters.values())[3:]  # self, target, likelihood
     assert parameters and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
     assert "generator" in {p.name for p in parameters}
+
+
+#: How far a bf16 training loss may lie from the fp32 one (relative): bfloat16 keeps 8 bits of
+#: mantissa, about 0.4 % per rounding, and the losses sum many of them.
+BF16_LOSS_TOLERANCE = 0.05
+
+
+def test_bf16_training_loss_is_close_to_fp32(name):
+    x, y = inputs()
+    method = build(name).train()
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(4)
+        with autocast("cpu", precision):
+            loss, logs = method.training_loss(x, y, n_train=60, epoch=0.5)
+        assert loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in logs.values())
+        losses[precision] = float(loss)
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=BF16_LOSS_TOLERANCE)

@@ -1,10 +1,12 @@
+import math
+
 import pytest
 import torch
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import MAP
 from hypernets.targets import get_target, mlp
-from hypernets.training import fit, predict
+from hypernets.training import autocast, fit, predict
 
 
 def _toy(seed=0, n=20):
@@ -83,7 +85,7 @@ def test_non_finite_loss_names_the_step():
     ({"epochs": 1, "transform": "crop"}, "transform must be callable"),
     ({"epochs": 1, "evaluate": {"rmse": 1.0}}, "evaluate must be callable"),
     ({"epochs": 1, "precision": "fp16"}, "precision must be 'fp32' or 'bf16', got 'fp16'"),
-    ({"epochs": 1, "precision": "bf16"}, "precision='bf16' is for CUDA devices"),
+    ({"epochs": 1, "precision": "bf16", "device": "meta"}, "precision='bf16' runs on the CPU or CUDA"),
 ])
 def test_bad_arguments(kwargs, message):
     x, y = _toy()
@@ -204,3 +206,26 @@ def test_map_learns_a_separable_classification_problem():
     fit(method, x, y, epochs=30, batch_size=50, lr=1e-2, progress=False)
     accuracy = (predict(method, x, 1).mean(0).argmax(-1) == y).float().mean()
     assert accuracy > 0.95
+
+
+def test_bf16_on_the_cpu_keeps_float32_parameters_losses_and_predictions():
+    x, y = _labels(n=64)
+    method = _classifier()
+    history = fit(method, x, y, epochs=3, batch_size=16, progress=False, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in method.parameters())
+    assert all(math.isfinite(record["loss"]) for record in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+    probs = predict(method, x, 1, precision="bf16")
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs, predict(method, x, 1), rtol=0.05, atol=0.02)
+
+
+def test_bf16_autocast_runs_the_matrix_work_in_bf16_and_the_loss_in_float32():
+    x, y = _labels(n=8)
+    method = _classifier()
+    with autocast("cpu", "bf16"):
+        outputs = method.target(method.sample_params(1), x)
+        nll = method.likelihood.nll(outputs, y)
+    assert outputs.dtype == torch.bfloat16 and nll.dtype == torch.float32
+    with autocast("cpu", "fp32"):
+        assert method.target(method.sample_params(1), x).dtype == torch.float32

@@ -18,6 +18,26 @@ def check_prior_std(prior_std) -> float:
     return check_positive("prior_std", prior_std)
 
 
+def adam(params, **options) -> torch.optim.Adam:
+    """Adam with its fused implementation: one pass over parameters, gradients and state.
+
+    On the CPU the default single-tensor Adam makes several passes with temporaries per
+    tensor (about ten times the fused cost on HyperGAN's 205 M generator parameters, see
+    ``benchmarks/README.md``); the fused kernel computes the same update up to rounding.
+    """
+    return torch.optim.Adam(params, fused=True, **options)
+
+
+def full_precision(device: torch.device):
+    """Autocast switched off: flows, log-densities and KL estimates compute in float32 inside.
+
+    Under :func:`hypernets.training.autocast` with bf16 the matrix work of a step runs in
+    bfloat16; the terms whose precision decides the objective use this context (and float32
+    inputs) instead.
+    """
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
 def init_linear_layers(module: nn.Module, generator: torch.Generator | None) -> None:
     """Redraw every ``nn.Linear`` of ``module`` from ``generator`` with PyTorch's default law.
 
@@ -96,7 +116,7 @@ class Method(nn.Module, ABC):
         return self.likelihood.predictive(self.target(params, x))
 
     def configure_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.default_lr if lr is None else lr)
+        return adam(self.parameters(), lr=self.default_lr if lr is None else lr)
 
 
 class StackedParams(nn.Module):

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams, check_prior_std
+from hypernets.methods.base import Method, StackedParams, check_prior_std, full_precision
 from hypernets.targets import Params, TargetNet
 from hypernets.validation import check_bool, check_choice, check_int, check_int_list, check_real
 
@@ -316,9 +316,10 @@ class BayesByHypernet(Method):
 
     def kl_estimate(self, params: Params) -> Tensor:
         """1-NN estimate of KL(q || N(0, prior_std^2 I)) from the S weight sets in ``params``."""
-        flat = self.target.flatten(params)
+        flat = self.target.flatten(params).float()
         prior = torch.randn_like(flat) * self.prior_std
-        return KL_ESTIMATORS[self.kl_estimator](flat, prior)
+        with full_precision(flat.device):
+            return KL_ESTIMATORS[self.kl_estimator](flat, prior)
 
     def training_loss(self, x, y, *, n_train, epoch):
         params = self.sample_params(self.train_samples)

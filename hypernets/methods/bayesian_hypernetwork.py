@@ -47,7 +47,7 @@ from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.transforms import ComposedTransform, PermutationTransform
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams, check_prior_std
+from hypernets.methods.base import Method, StackedParams, check_prior_std, full_precision
 from hypernets.targets import Linear, Params, TargetNet
 from hypernets.validation import check_bool, check_int, check_positive, check_positive_int
 
@@ -96,16 +96,18 @@ class ScaleFlow(nn.Module):
         return ComposedTransform(*parts)
 
     def rsample_and_log_prob(self, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-        """g [*shape, D] (reparameterised) and log q(g) [*shape]."""
+        """g [*shape, D] (reparameterised) and log q(g) [*shape], in float32."""
         eps = torch.randn(*shape, self.dim, device=self.shift.device, dtype=self.shift.dtype)
-        g, log_det = self.transform().call_and_ladj(eps)
+        with full_precision(self.shift.device):
+            g, log_det = self.transform().call_and_ladj(eps)
         return g, _normal_log_prob(eps, 1.0) - log_det
 
     def log_prob(self, g: Tensor) -> Tensor:
-        """log q(g) of given scales, through the inverse map."""
-        transform = self.transform()
-        eps = transform.inv(g)
-        _, log_det = transform.call_and_ladj(eps)
+        """log q(g) of given scales, through the inverse map, in float32."""
+        with full_precision(self.shift.device):
+            transform = self.transform()
+            eps = transform.inv(g.to(self.shift.dtype))
+            _, log_det = transform.call_and_ladj(eps)
         return _normal_log_prob(eps, 1.0) - log_det
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from hypernets.methods.base import adam
 from hypernets.targets import Params, TargetNet
 
 # Adam betas of the HyperGAN code for every player (mixer, generators, discriminator).
@@ -48,9 +49,9 @@ def call_detached(module: nn.Module, *args: Tensor) -> Tensor:
 
 
 def adam_groups(groups: Sequence[tuple[nn.Module | None, float]]) -> torch.optim.Adam:
-    """One Adam over several modules, each at its own learning rate, all with ``ADAM_BETAS``."""
-    return torch.optim.Adam([{"params": list(module.parameters()), "lr": lr}
-                             for module, lr in groups if module is not None], betas=ADAM_BETAS)
+    """One (fused) Adam over several modules, each at its own learning rate, all with ``ADAM_BETAS``."""
+    return adam([{"params": list(module.parameters()), "lr": lr}
+                 for module, lr in groups if module is not None], betas=ADAM_BETAS)
 
 
 class Mixer(nn.Module):

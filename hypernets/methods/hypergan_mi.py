@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, init_linear_layers
+from hypernets.methods.base import Method, full_precision, init_linear_layers
 from hypernets.methods.hypergan_blocks import (CRITIC_LR_RATIO, MIXER_LR_RATIO, LayerGenerators,
                                                Mixer, adam_groups, call_detached, mlp_block)
 from hypernets.targets import Params, TargetNet
@@ -183,14 +183,15 @@ class HyperGANMI(Method):
         call updates the stored moving average. The shuffle forming the marginal uses the
         global RNG.
         """
-        latent = codes.flatten(1)
+        latent = codes.flatten(1).float()
         shuffled = one_hot[torch.randperm(one_hot.shape[0], device=one_hot.device)]
 
         def terms(statistics, z):
             return statistics(z, one_hot).mean(), _log_mean_exp(statistics(z, shuffled))
 
-        joint_t, log_marginal_t = terms(self.statistics, latent.detach())
-        joint_m, log_marginal_m = terms(lambda *a: call_detached(self.statistics, *a), latent)
+        with full_precision(latent.device):  # the bound is a difference of logs: float32
+            joint_t, log_marginal_t = terms(self.statistics, latent.detach())
+            joint_m, log_marginal_m = terms(lambda *a: call_detached(self.statistics, *a), latent)
         estimate = (joint_t - log_marginal_t).detach()
         if self.ma_rate is None:
             return estimate, joint_m - log_marginal_m, joint_t - log_marginal_t
