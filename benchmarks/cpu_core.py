@@ -19,7 +19,8 @@ Usage::
     python benchmarks/cpu_core.py --methods map ensemble --precisions bf16 --repeats 20
     python benchmarks/cpu_core.py --quick               # seconds: what the test suite runs
 
-Writes ``benchmarks/results/cpu_core-<cpu>.json`` (``--output`` elsewhere) after every row,
+``--target`` times another of the papers' targets (no plain baselines then). Writes
+``benchmarks/results/cpu_core-<target>-<cpu>.json`` (``--output`` elsewhere) after every row,
 and prints the table.
 """
 
@@ -88,9 +89,9 @@ def timed(step, repeats: int, warmup: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def method_step(name: str, options: dict, precision: str, x, y):
+def method_step(name: str, options: dict, precision: str, x, y, target: str = "lenet"):
     torch.manual_seed(0)
-    method = make_method(name, get_target("lenet"), Categorical(), **options)
+    method = make_method(name, get_target(target), Categorical(), **options)
     method.train()
     optimizer = method.configure_optimizer()
 
@@ -159,6 +160,8 @@ def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--target", default="lenet",
+                        help="target net (get_target); the plain baselines are LeNets, so only with lenet")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -176,17 +179,19 @@ def main(argv=None) -> pd.DataFrame:
     print(f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}: {n}^3 matrix product "
           f"{rates['bf16']:.0f} GFLOP/s in bf16, {rates['fp32']:.0f} in fp32")
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, 28, 28, generator=generator)
-    y = torch.randint(10, (batch,), generator=generator)
+    target = get_target(args.target)
+    x = torch.randn(batch, *target.input_shape, generator=generator)
+    y = torch.randint(target.n_outputs, (batch,), generator=generator)
     output = args.output or REPO / "benchmarks" / "results" / (
-        "cpu_core-" + re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-") + ".json")
+        f"cpu_core-{args.target}-" + re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-") + ".json")
     rows = []
     configs = [(name, "method", precision) for name in args.methods for precision in args.precisions]
-    configs += [(f"plain x{k}", "plain", precision) for k in (1, 2 if args.quick else 10)
-                for precision in args.precisions]
+    if args.target == "lenet":
+        configs += [(f"plain x{k}", "plain", precision) for k in (1, 2 if args.quick else 10)
+                    for precision in args.precisions]
     for name, kind, precision in configs:
         if kind == "method":
-            step, flops = method_step(name, dict(options.get(name, {})), precision, x, y)
+            step, flops = method_step(name, dict(options.get(name, {})), precision, x, y, args.target)
         else:
             step, flops = plain_step(int(name.split("x")[1]), precision, x, y)
         gflop = flops() / 1e9
@@ -200,7 +205,7 @@ def main(argv=None) -> pd.DataFrame:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps({
                 "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
-                "batch_size": batch, "repeats": repeats, "warmup": warmup,
+                "target": args.target, "batch_size": batch, "repeats": repeats, "warmup": warmup,
                 "matmul_gflop_per_s": rates, "options": options, "rows": rows}, indent=2) + "\n")
     table = pd.DataFrame(rows)
     print(table.round(3).to_string(index=False))

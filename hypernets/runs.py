@@ -61,7 +61,8 @@ def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
                  epochs: int | None = None, steps: int | None = None, batch_size: int,
                  likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
                  seed: int = 0, options: Mapping[str, Any] | None = None,
-                 transform: Transform | None = None, progress: bool = False) -> TrainedMethod:
+                 transform: Transform | None = None, precision: str = "fp32",
+                 progress: bool = False) -> TrainedMethod:
     """Build run ``name`` with its paper defaults and ``options``, train it with :func:`fit`.
 
     ``options`` go to the method's constructor, except :data:`FIT_OPTIONS`: ``method`` (the
@@ -70,8 +71,8 @@ def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
     takes them (a full-batch run: ``batch_size=len(x)``). ``likelihood`` defaults to
     :class:`Categorical`. The global RNG is seeded with ``seed`` before the method is built,
     so each run's initialisation does not depend on the runs before it. ``transform``
-    augments every mini-batch (see :func:`fit`). ``train_time_s`` is the wall time of
-    :func:`fit` (GPU work included).
+    augments every mini-batch and ``precision`` sets the arithmetic (see :func:`fit`).
+    ``train_time_s`` is the wall time of :func:`fit` (GPU work included).
     """
     options = dict(options or {})
     fit_settings = {key: options.pop(key) for key in FIT_OPTIONS if key in options}
@@ -89,7 +90,8 @@ def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
     started = time.perf_counter()
     history = fit(method, x, y, epochs=epochs, steps=steps,
                   batch_size=fit_settings.get("batch_size", batch_size), lr=fit_settings.get("lr"),
-                  device=device, seed=seed, transform=transform, progress=progress)
+                  device=device, seed=seed, transform=transform, precision=precision,
+                  progress=progress)
     _synchronize(device)
     return TrainedMethod(name, method_name, method, time.perf_counter() - started, history)
 
@@ -98,7 +100,7 @@ def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y:
                   epochs: int | None = None, steps: int | None = None, batch_size: int,
                   likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
                   seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
-                  transform: Transform | None = None,
+                  transform: Transform | None = None, precision: str = "fp32",
                   progress: bool = False) -> dict[str, TrainedMethod]:
     """Train every run of ``methods`` on (x, y) one after the other: run name -> TrainedMethod.
 
@@ -124,5 +126,6 @@ def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y:
     target = resolve_target(target)
     return {name: train_method(name, target, x, y, epochs=epochs, steps=steps, batch_size=batch_size,
                                likelihood=likelihood, device=device, seed=seed,
-                               options=options.get(name), transform=transform, progress=progress)
+                               options=options.get(name), transform=transform,
+                               precision=precision, progress=progress)
             for name in methods}
