@@ -15,8 +15,9 @@ from hypernets.validation import check_positive
 class Likelihood(ABC):
     """Per-sample, per-example negative log-likelihood and the predictive it implies.
 
-    Both compute in float32 whatever the outputs' dtype, so that a bf16 forward
-    (:func:`hypernets.training.autocast`) still gives float32 losses and probabilities.
+    Both compute in at least float32 (:func:`at_least_float32`), so that a bf16 forward
+    (:func:`hypernets.training.autocast`) still gives float32 losses and probabilities, and a
+    float64 one (the NUTS reference) stays in float64.
     """
 
     task: str
@@ -30,6 +31,11 @@ class Likelihood(ABC):
         """What the metrics take: probabilities [S, B, C] or regression outputs [S, B, 1]."""
 
 
+def at_least_float32(outputs: Tensor) -> Tensor:
+    """``outputs`` in float32 if they are in a lower precision (bf16, fp16), else unchanged."""
+    return outputs.float() if outputs.dtype in (torch.bfloat16, torch.float16) else outputs
+
+
 class Categorical(Likelihood):
     """Softmax over logits; targets are class indices [B]."""
 
@@ -40,12 +46,12 @@ class Categorical(Likelihood):
             raise ValueError(f"labels y must have shape [B={outputs.shape[1]}], got {tuple(y.shape)}")
         n_samples, batch, n_classes = outputs.shape
         check_class_labels("y", y, n_classes)
-        flat = F.cross_entropy(outputs.float().reshape(-1, n_classes), y.repeat(n_samples),
+        flat = F.cross_entropy(at_least_float32(outputs).reshape(-1, n_classes), y.repeat(n_samples),
                                reduction="none")
         return flat.reshape(n_samples, batch)
 
     def predictive(self, outputs):
-        return outputs.float().softmax(-1)
+        return at_least_float32(outputs).softmax(-1)
 
 
 def check_class_labels(name: str, y: Tensor, n_classes: int) -> None:
@@ -82,8 +88,8 @@ class Gaussian(Likelihood):
     def nll(self, outputs, y):
         if y.shape != outputs.shape[1:]:
             raise ValueError(f"targets y must have shape {tuple(outputs.shape[1:])}, got {tuple(y.shape)}")
-        z = (outputs.float() - y) / self.noise_std
+        z = (at_least_float32(outputs) - y) / self.noise_std
         return (0.5 * z**2 + math.log(self.noise_std) + 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def predictive(self, outputs):
-        return outputs.float()
+        return at_least_float32(outputs)

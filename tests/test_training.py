@@ -229,3 +229,15 @@ def test_bf16_autocast_runs_the_matrix_work_in_bf16_and_the_loss_in_float32():
     assert outputs.dtype == torch.bfloat16 and nll.dtype == torch.float32
     with autocast("cpu", "fp32"):
         assert method.target(method.sample_params(1), x).dtype == torch.float32
+
+
+def test_likelihoods_raise_low_precision_to_float32_and_keep_float64():
+    y_class, y_value = torch.tensor([0, 2]), torch.zeros(2, 1)
+    for dtype, expected in ((torch.bfloat16, torch.float32), (torch.float32, torch.float32),
+                            (torch.float64, torch.float64)):
+        logits = torch.randn(3, 2, 3).to(dtype)
+        assert Categorical().nll(logits, y_class).dtype == expected
+        assert Categorical().predictive(logits).dtype == expected
+        outputs = torch.randn(3, 2, 1).to(dtype)
+        assert Gaussian(1.0).nll(outputs, y_value.to(expected)).dtype == expected
+        assert Gaussian(1.0).predictive(outputs).dtype == expected
