@@ -177,8 +177,8 @@ class Conv2d(Layer):
         weight = p["weight"].reshape(n_samples * self.out_channels, *p["weight"].shape[2:])
         bias = p["bias"].reshape(-1) if "bias" in p else None
         out = F.conv2d(h, weight, bias, stride=self.stride, padding=self.padding, groups=groups)
-        if torch.is_autocast_enabled(h.device.type):
-            # The bf16 path keeps feature maps channels-last: oneDNN's channels-last kernels
+        if h.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # The CPU's bf16 path keeps feature maps channels-last: oneDNN's channels-last kernels
             # for the convolutions and the max-pooling after them beat the NCHW ones on the CPU
             # (benchmarks/README.md). A one-channel input is NCHW either way, so the output
             # is converted rather than the input.

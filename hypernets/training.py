@@ -168,6 +168,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
 
     total_time = history[-1]["time_total_s"] if history else 0.0
     verified = False
+    step_precision = autocast(device, precision)  # checked once; re-entered every step
     bar = tqdm(range(start_epoch, n_epochs), disable=not progress, desc=type(method).__name__)
     for epoch in bar:
         method.train()
@@ -182,7 +183,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
             xb, yb = x[idx], y[idx]
             if transform is not None:
                 xb = transform(xb, shuffle)
-            with autocast(device, precision):
+            with step_precision:
                 loss, logs = method.training_loss(xb, yb, n_train=n_train,
                                                   epoch=epoch + k / steps_per_epoch)
             if not torch.isfinite(loss):
@@ -274,8 +275,6 @@ def _plain(value: Any, where: str) -> Any:
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict):
         return {str(k): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, str):
-        return str(value)
     if getattr(value, "shape", None) == () and hasattr(value, "item"):  # NumPy scalar, bool_
         return _plain(value.item(), where)
     if isinstance(value, numbers.Integral):

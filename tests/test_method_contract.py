@@ -174,5 +174,5 @@ def test_bf16_training_loss_is_close_to_fp32(name):
         with autocast("cpu", precision):
             loss, logs = method.training_loss(x, y, n_train=60, epoch=0.5)
         assert loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in logs.values())
-        losses[precision] = float(loss)
+        losses[precision] = float(loss.detach())
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=BF16_LOSS_TOLERANCE)
