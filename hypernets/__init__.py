@@ -9,10 +9,11 @@ The package is layered; a module imports only from layers below it (``tests/test
 4. ``methods``: the small ``Method`` contract (``sample_params`` with a leading S,
    ``training_loss``), one module per method, the lazy ``registry``;
 5. ``training`` (``fit``, ``predict``), ``published`` and ``reference_posterior``;
-6. ``runs`` (named training runs) and then ``evaluation``, ``adversarial``, ``plots``;
+6. ``store`` (trained runs on disk), then ``runs`` (named training runs, trained once), then
+   ``evaluation``, ``adversarial``, ``plots``;
 7. ``experiments``: one module per chapter; no chapter imports another;
-8. ``book`` and ``runner``: profiles, parameter rules checked before a run, the papermill
-   runner.
+8. ``book`` (profiles, parameter rules checked before a run) and ``plans`` (what each
+   chapter trains), then ``runner``: the papermill runner and its ``--train-only``.
 """
 
 import warnings

@@ -410,6 +410,8 @@ PARAMETER_RULES: dict[str, Rule] = {
     "train_samples": _integer(2, note="HyperGAN's mixer normalises over the sampled nets"),
     "toy_train_samples": _integer(2, note="HyperGAN-MI's mixer and statistics network normalise over the samples"),
     "eval_every": _integer(1),
+    "precision": _choice(lambda: ["fp32", "bf16"], note="bf16: autocast for the matrix work, fp32 master weights"),
+    "curve_samples": _integer(1),
     "toy_eval_every": _integer(1),
     # sampled nets
     "n_samples": _integer(1),
@@ -571,20 +573,23 @@ def check_device(device: str) -> torch.device:
     return parsed
 
 
-def seed_everything(seed: int, device: torch.device) -> None:
+def seed_everything(seed: int, device: torch.device, *, single_thread: bool = True) -> None:
     """Seed Python, NumPy and torch; on the CPU also fix the arithmetic.
 
-    On the CPU, deterministic algorithms cost nothing, and one thread makes reductions add up
-    in the same order on every machine (the summed order otherwise follows the core count),
-    so smoke runs give the same rounded numbers everywhere. On CUDA deterministic algorithms
-    need a cuBLAS workspace setting and make some kernels raise, so they are not requested.
+    On the CPU, deterministic algorithms cost nothing, and with ``single_thread`` one thread
+    makes reductions add up in the same order on every machine (the summed order otherwise
+    follows the core count), so smoke runs give the same rounded numbers everywhere; the other
+    profiles use every core (the same result for the same seed on the same machine). On CUDA
+    deterministic algorithms need a cuBLAS workspace setting and make some kernels raise, so
+    they are not requested.
     """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(1)
+        if single_thread:
+            torch.set_num_threads(1)
 
 
 def git_commit(repo: Path = PROJECT_ROOT) -> str:
@@ -644,7 +649,8 @@ class RunConfig:
     compare; :meth:`finish` reports the wall time and writes the results file.
     """
 
-    __slots__ = ("notebook", "profile", "_params", "_commit", "_started_at", "_start_clock", "_summaries")
+    __slots__ = ("notebook", "profile", "_params", "_commit", "_started_at", "_start_clock", "_summaries",
+                 "_runs")
 
     def __init__(self, notebook: str, profile: str, params: dict[str, Any], commit: str):
         set_ = object.__setattr__
@@ -655,6 +661,7 @@ class RunConfig:
         set_(self, "_started_at", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0))
         set_(self, "_start_clock", time.perf_counter())
         set_(self, "_summaries", [])
+        set_(self, "_runs", {})
 
     def __getattr__(self, name: str) -> Any:
         params = object.__getattribute__(self, "_params")
@@ -711,11 +718,21 @@ class RunConfig:
         label = name or f"table_{len(self._summaries) + 1}"
         self._summaries.append({"name": label, "decimals": decimals, "records": rounded.to_dict(orient="records")})
 
+    def record_runs(self, trained: Mapping[str, Any]) -> pd.DataFrame:
+        """Keep each trained run's store key, training time and epochs for the results file;
+        return them as a table (``trained``: run name -> :class:`hypernets.runs.TrainedMethod`)."""
+        for name, run in trained.items():
+            last = run.history[-1] if run.history else {}
+            self._runs[name] = {"key": run.key, "train_time_s": round(run.train_time_s, 1),
+                                "epochs": last.get("epoch"), "steps": last.get("step"),
+                                "loaded_from_store": run.loaded}
+        return pd.DataFrame([{"run": name, **self._runs[name]} for name in trained])
+
     def finish(self) -> None:
         """Print the wall time since :func:`setup`; write the results JSON if ``HYPERNETS_RESULTS`` is set.
 
-        The file holds the parameters, profile, device, torch version, commit, wall time and
-        every table passed to :meth:`summary` (as records). Under the runner the file goes to
+        The file holds the parameters, profile, device, torch version, commit, wall time,
+        every table passed to :meth:`summary` (as records) and the runs of :meth:`record_runs`. Under the runner the file goes to
         its scratch folder, and the line printed names ``HYPERNETS_RESULTS_DESTINATION``, where
         the runner moves it together with the executed notebook once the run has succeeded
         (a page showing the line is only published then).
@@ -734,6 +751,7 @@ class RunConfig:
                 "started_at": self._started_at.isoformat(),
                 "wall_time_s": round(wall_time_s, 3),
                 "summaries": self._summaries,
+                "runs": self._runs,
             }
         )
         target = os.environ.get(RESULTS_ENV)
@@ -770,7 +788,7 @@ def setup(notebook: str, profile: str, **params: Any) -> RunConfig:
     """
     resolved = resolve_parameters(notebook, profile, **params)
     device = check_device(resolved["device"])
-    seed_everything(resolved["seed"], device)
+    seed_everything(resolved["seed"], device, single_thread=profile == "smoke")
     config = RunConfig(notebook, profile, resolved, git_commit())
     _show(config.header())
     return config

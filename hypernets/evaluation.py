@@ -86,3 +86,14 @@ def entropy_ecdf_table(probs: Mapping[str, Tensor], *, n_points: int = 200,
         parts.append(pd.DataFrame({**columns, "data": part, "entropy": grid.numpy(),
                                    "cdf": cdf.numpy()}))
     return pd.concat(parts, ignore_index=True)
+
+
+def training_curves(trained: Mapping[str, TrainedMethod]) -> pd.DataFrame:
+    """One row per run and epoch: ``method, label, epoch, loss`` and the per-epoch evaluation
+    (``test_error_pct`` for runs trained with :class:`~hypernets.runs.TestError`)."""
+    rows = [{"method": name, "label": run.label, **record}
+            for name, run in trained.items() for record in run.history]
+    columns = ["method", "label", "epoch", "loss"]
+    table = pd.DataFrame(rows)
+    extra = [c for c in ("test_error_pct",) if c in table.columns]
+    return table[columns + extra] if rows else pd.DataFrame(columns=columns)

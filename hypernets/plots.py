@@ -105,6 +105,16 @@ def metric_panels(data: pd.DataFrame, x: str, panels: dict[str, str], hue: str,
     return fig
 
 
+def plot_training_curves(curves: pd.DataFrame) -> plt.Figure:
+    """Test error (log scale) and training loss against epoch, one line per run (a
+    :func:`hypernets.evaluation.training_curves` table): how far from converged each run is."""
+    panels = {"test_error_pct": "test error (%)", "loss": "training loss per data point"}
+    fig = metric_panels(curves, "epoch", {k: v for k, v in panels.items() if k in curves}, "label",
+                        "epoch")
+    fig.axes[0].set_yscale("log")
+    return fig
+
+
 def plot_comparison(comparison: pd.DataFrame, metrics_shown: Sequence[str] | None = None) -> plt.Figure:
     """Published and our values side by side, one panel per metric (a :func:`hypernets.published.compare_with_published` table)."""
     shown = list(dict.fromkeys(comparison["metric"])) if metrics_shown is None else list(metrics_shown)

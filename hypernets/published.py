@@ -15,7 +15,8 @@ from importlib import resources
 
 import pandas as pd
 
-from hypernets.methods.registry import METHODS, method_label as registry_method_label
+from hypernets.methods.registry import METHODS
+from hypernets.methods.registry import method_label as registry_method_label
 
 #: The published tables: name -> what it is.
 TABLES: dict[str, str] = {

@@ -42,6 +42,7 @@ from hypernets.book import (
     git_commit,
     load_profiles,
     resolve_parameters,
+    seed_everything,
 )
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -439,6 +440,25 @@ def execute(plan: RunPlan) -> Path:
     return plan.output
 
 
+def train_only(plan: RunPlan) -> None:
+    """Train (or resume) every run the notebook of ``plan`` needs, into the run store, without
+    executing the notebook; one progress bar over all of them. The notebook run afterwards
+    loads them (:mod:`hypernets.plans`)."""
+    from hypernets.plans import PLANS
+    from hypernets.runs import train_runs
+
+    if plan.name not in PLANS:
+        raise RunnerError(f"--train-only: {plan.name} has no run plan (hypernets/plans.py); "
+                          f"notebooks with one: {', '.join(sorted(PLANS))}")
+    seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
+                    single_thread=plan.profile == "smoke")
+    requests = PLANS[plan.name](plan.resolved).requests
+    trained = train_runs(requests, progress=True)
+    for name, run in trained.items():
+        how = "in the store" if run.loaded else "trained"
+        print(f"  {name}: {how}, {run.train_time_s:.0f} s of training, key {run.key}", flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hypernets-run",
@@ -461,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUE"),
         help="set a notebook parameter; VALUE is read like papermill's -p (True, 3, 0.5, text), "
              "or as a YAML list or mapping ([3, 9], '{bbh: {lr: 0.001}}')",
+    )
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (or resume) the runs the notebooks need into the run store ($HYPERNETS_RUNS), "
+             "without executing them; run them afterwards to evaluate",
     )
     parser.add_argument(
         "--output-dir",
@@ -494,6 +520,13 @@ def main(argv: list[str] | None = None) -> int:
             raise RunnerError(f"no notebooks in {NOTEBOOKS_DIR}")
         plans = [plan_run(source, args.profile, raw_overrides, args.output_dir) for source in sources]
         for plan in plans:
+            if args.train_only:
+                print(f"training the runs of {_display_path(plan.source)} (profile {plan.profile}) ...",
+                      flush=True)
+                started = time.perf_counter()
+                train_only(plan)
+                print(f"trained in {time.perf_counter() - started:.1f} s", flush=True)
+                continue
             print(f"running {_display_path(plan.source)} (profile {plan.profile}) ...", flush=True)
             started = time.perf_counter()
             output = execute(plan)

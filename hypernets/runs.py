@@ -1,30 +1,46 @@
-"""Named training runs: build a registry method with its options and train it with ``fit``.
+"""Named training runs: build a registry method with its options, train it once, store it.
 
 Every chapter trains its methods through this module. A run name is a registry name
 (``bbh``) or a variant whose options name the registry method
 (``{"bbh_single": {"method": "bbh", "per_layer": False}}``); its options go to the method's
-constructor, except :data:`FIT_OPTIONS`, which set its training.
+constructor, except :data:`FIT_OPTIONS`, which set its training. A :class:`RunRequest` is one
+run with its data and settings; :func:`train_runs` loads each from the run store
+(:mod:`hypernets.store`) or trains it there, resuming from its last epoch after an
+interruption.
 """
 
 from __future__ import annotations
 
+import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from hypernets.likelihoods import Categorical, Likelihood
 from hypernets.methods.base import Method
 from hypernets.methods.registry import METHODS, make_method, method_label
 from hypernets.published import method_label as published_label
+from hypernets.seeding import seeded
+from hypernets.store import STORE_FORMAT, RunStore, request_hash
 from hypernets.targets import TargetNet, get_target
-from hypernets.training import Transform, fit
+from hypernets.training import (
+    TRAINING_VERSION,
+    Transform,
+    fit,
+    plain_settings,
+    predict,
+    qualified_name,
+    tensor_digest,
+)
+from hypernets.validation import check_choice, check_int, check_positive_int
 
 #: Keys of a run's options that set training, not the method's constructor.
-FIT_OPTIONS = ("method", "lr", "epochs", "steps", "batch_size")
+FIT_OPTIONS = ("method", "lr", "epochs", "steps", "batch_size", "precision")
 
 
 def resolve_target(target: str | TargetNet) -> TargetNet:
@@ -38,13 +54,19 @@ def resolve_target(target: str | TargetNet) -> TargetNet:
 
 @dataclass
 class TrainedMethod:
-    """A trained method with its run name, registry name, label and training record."""
+    """A trained method with its run name, registry name, label, training record and store key.
+
+    ``train_time_s`` is the wall time its training took when it was trained (also when it is
+    loaded from the store); ``loaded`` says whether it came from the store.
+    """
 
     name: str
     method_name: str
     method: Method
     train_time_s: float
     history: list[dict] = field(repr=False)
+    key: str | None = None
+    loaded: bool = False
 
     @property
     def label(self) -> str:
@@ -52,59 +74,267 @@ class TrainedMethod:
         return published_label(self.name) if self.name != self.method_name else method_label(self.name)
 
 
+class TestError:
+    """``fit``'s per-epoch evaluation: the test error (%) of the mean predictive of S nets.
+
+    Sampling is seeded by ``seed`` and leaves the global RNG alone, so a run evaluated every
+    epoch trains exactly as one that is not. Its :meth:`store_key` enters the run's key.
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, x: Tensor, y: Tensor, *, n_samples: int, batch_size: int = 1000,
+                 seed: int = 0):
+        self.x, self.y = x, y
+        self.n_samples = check_positive_int("n_samples", n_samples)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.seed = check_int("seed", seed)
+
+    def __call__(self, method: Method) -> dict[str, float]:
+        with seeded(self.seed, method.device):
+            probs = predict(method, self.x, method.n_distinct_nets(self.n_samples),
+                            batch_size=self.batch_size)
+        error = (probs.mean(0).argmax(-1) != self.y.to(probs.device)).float().mean()
+        return {"test_error_pct": 100 * float(error)}
+
+    def store_key(self) -> dict[str, Any]:
+        return {"kind": "test_error", "x": tensor_digest(self.x)["sha256"],
+                "y": tensor_digest(self.y)["sha256"], "n_samples": self.n_samples,
+                "batch_size": self.batch_size, "seed": self.seed}
+
+
+@dataclass(frozen=True, eq=False)
+class RunRequest:
+    """One run: its name and options, target, data and training settings.
+
+    ``options`` are the run's options as a profile gives them (constructor options and
+    :data:`FIT_OPTIONS`); ``epochs`` or ``steps``, ``batch_size`` and ``precision`` are the
+    shared settings that a run's own options override. ``evaluate`` (e.g. :class:`TestError`)
+    runs after every epoch and must have a ``store_key()``; so must ``transform``.
+    """
+
+    name: str
+    target: str | TargetNet
+    x: Tensor
+    y: Tensor
+    batch_size: int
+    epochs: int | None = None
+    steps: int | None = None
+    likelihood: Likelihood | None = None
+    device: str | torch.device = "cpu"
+    seed: int = 0
+    options: Mapping[str, Any] | None = None
+    transform: Transform | None = None
+    evaluate: Callable[[Method], dict[str, float]] | None = None
+    precision: str = "fp32"
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved training settings: method, constructor options, epochs or steps,
+        batch size, lr, precision (a run's own options override the shared ones)."""
+        options = dict(self.options or {})
+        fit_settings = {key: options.pop(key) for key in FIT_OPTIONS if key in options}
+        method_name = fit_settings.get("method", self.name)
+        if method_name not in METHODS:
+            raise ValueError(f"run {self.name!r}: method must be one of {sorted(METHODS)}, got "
+                             f"{method_name!r} (a variant names its registry method in the "
+                             "option 'method')")
+        epochs, steps = self.epochs, self.steps
+        if "epochs" in fit_settings or "steps" in fit_settings:
+            # A run's own training length replaces the shared one, whichever unit either is in.
+            epochs, steps = fit_settings.get("epochs"), fit_settings.get("steps")
+        if (epochs is None) == (steps is None):
+            raise ValueError(f"run {self.name!r}: give exactly one of epochs or steps")
+        precision = check_choice(f"run {self.name!r}: precision",
+                                 fit_settings.get("precision", self.precision), ("fp32", "bf16"))
+        batch_size = check_positive_int(f"run {self.name!r}: batch_size",
+                                        fit_settings.get("batch_size", self.batch_size))
+        return {"method": method_name, "options": options, "epochs": epochs, "steps": steps,
+                "batch_size": min(batch_size, len(self.x)), "lr": fit_settings.get("lr"),
+                "precision": precision}
+
+    def total_steps(self) -> int:
+        settings = self.settings()
+        if settings["steps"] is not None:
+            return settings["steps"]
+        return settings["epochs"] * -(-len(self.x) // settings["batch_size"])
+
+    def build(self) -> Method:
+        """The run's method, initialised from its seed."""
+        settings = self.settings()
+        torch.manual_seed(self.seed)
+        return make_method(settings["method"], resolve_target(self.target),
+                           self.likelihood or Categorical(), **settings["options"])
+
+
+def _hook_key(what: str, hook: Any) -> Any:
+    if hook is None:
+        return None
+    if not callable(getattr(hook, "store_key", None)):
+        raise TypeError(f"a stored run's {what} needs a store_key() method giving what decides "
+                         f"it; {hook!r} has none")
+    return hook.store_key()
+
+
+def key_document(request: RunRequest, method: Method) -> dict[str, Any]:
+    """What decides a run, as plain values: its hash is the run's store key.
+
+    Besides the request's settings it holds the method's class, resolved settings, parameter
+    shapes and ``training_version``, and :data:`~hypernets.training.TRAINING_VERSION`: a
+    change to a method's training, or to ``fit``, increases one of them, and
+    ``tests/test_store.py`` fails until it has (or the change is declared result-neutral).
+    """
+    settings = request.settings()
+    target = method.target
+    return {
+        "store_format": STORE_FORMAT,
+        "training_version": TRAINING_VERSION,
+        "run": request.name,
+        "method": qualified_name(type(method)),
+        "method_version": type(method).training_version,
+        "method_settings": plain_settings(method),
+        "options": _plain_options(settings["options"]),
+        "parameters": {name: list(t.shape) for name, t in method.state_dict().items()},
+        "likelihood": qualified_name(type(method.likelihood)),
+        "likelihood_settings": plain_settings(method.likelihood),
+        "target": str(getattr(target, "name", type(target).__name__)),
+        "target_layers": [[name, qualified_name(type(layer)), plain_settings(layer)]
+                          for name, layer in target.layers],
+        "x": tensor_digest(request.x), "y": tensor_digest(request.y),
+        "epochs": settings["epochs"], "steps": settings["steps"],
+        "batch_size": settings["batch_size"], "lr": settings["lr"],
+        "seed": request.seed, "precision": settings["precision"],
+        "device": torch.device(request.device).type,
+        "transform": _hook_key("transform", request.transform),
+        "evaluate": _hook_key("evaluate", request.evaluate),
+    }
+
+
+def _plain_options(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain_options(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_options(v) for v in value]
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    raise ValueError(f"run options must be plain values (numbers, strings, lists, dicts), got "
+                     f"{value!r}")
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
+def _trained_with(device: torch.device) -> dict[str, Any]:
+    name = platform.processor() or platform.machine()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    return {"torch": str(torch.__version__), "device": name, "threads": torch.get_num_threads(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def train_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = False,
+              on_step: Callable[[int], None] | None = None) -> TrainedMethod:
+    """Load ``request``'s run from ``store``, or train it there (resuming a stopped run).
+
+    Without a store the run trains in memory. Either way the global RNG is left as it was, so
+    what follows does not depend on whether the run was trained or loaded. ``on_step``
+    is called after every step trained here (see :func:`~hypernets.training.fit`).
+    """
+    settings = request.settings()
+    device = torch.device(request.device)
+    with seeded(request.seed):
+        method = request.build()
+        key = document = None
+        if store is not None:
+            document = key_document(request, method)
+            key = request_hash(document)
+            entry = store.load(key, document)
+            if entry is not None:
+                method.load_state_dict(entry["method"])
+                method.to(device).eval()
+                return TrainedMethod(request.name, settings["method"], method,
+                                     entry["train_time_s"], entry["history"], key, loaded=True)
+        _synchronize(device)
+        started = time.perf_counter()
+        fit_kwargs = dict(epochs=settings["epochs"], steps=settings["steps"],
+                          batch_size=settings["batch_size"], lr=settings["lr"], device=device,
+                          seed=request.seed, transform=request.transform,
+                          evaluate=request.evaluate, precision=settings["precision"],
+                          progress=progress, on_step=on_step)
+        if store is None:
+            history = fit(method, request.x, request.y, **fit_kwargs)
+        else:
+            with store.training(key, request.name):
+                history = fit(method, request.x, request.y, checkpoint=store.checkpoint_path(key),
+                              resume=True, **fit_kwargs)
+        _synchronize(device)
+        # A resumed run's time includes its earlier sittings (fit's history carries them).
+        train_time_s = history[-1]["time_total_s"] if history else time.perf_counter() - started
+        if store is not None:
+            store.save(key, document, method_state=method.state_dict(), history=history,
+                       train_time_s=train_time_s, trained_with=_trained_with(device))
+    return TrainedMethod(request.name, settings["method"], method, train_time_s, history, key)
+
+
+def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str = "default",
+               progress: bool = False) -> dict[str, TrainedMethod]:
+    """Train (or load) every request one after the other: run name -> TrainedMethod.
+
+    ``store`` is a :class:`~hypernets.store.RunStore`, ``"default"`` (the store at
+    ``$HYPERNETS_RUNS`` or the per-user cache) or None (train in memory, store nothing).
+    Every request is checked before the first one trains. ``progress`` draws one bar over the
+    steps of all runs still to train, with its ETA.
+    """
+    if isinstance(requests, RunRequest) or not requests:
+        raise ValueError(f"requests must be a non-empty list of RunRequest, got {requests!r}")
+    names = [request.name for request in requests]
+    if len(set(names)) != len(names):
+        raise ValueError(f"requests name a run twice: {names}")
+    for request in requests:  # every run's settings, before the first one trains
+        request.settings()
+    if isinstance(store, str):
+        if store != "default":
+            raise ValueError(f"store must be a RunStore, 'default' or None, got {store!r}")
+        store = RunStore()
+    bar = None
+    if progress:
+        bar = tqdm(total=sum(request.total_steps() for request in requests), unit="step",
+                   desc="training", smoothing=0.05)
+    trained = {}
+    for request in requests:
+        last = None  # steps done when this run's last step was counted
+
+        def advance(step: int) -> None:
+            nonlocal last
+            if last is None:  # a resumed run: its earlier sittings' steps are not trained here
+                bar.total -= step - 1
+                last = step - 1
+            bar.update(step - last)
+            last = step
+
+        if bar is not None:
+            bar.set_description(f"training {request.name}")
+        trained[request.name] = train_run(request, store=store,
+                                          on_step=advance if bar is not None else None)
+        if bar is not None and last is None:  # loaded from the store: nothing trained
+            bar.total -= request.total_steps()
+            bar.refresh()
+    if bar is not None:
+        bar.close()
+    return trained
+
+
+def run_requests(methods: Sequence[str], target: str | TargetNet, x: Tensor, y: Tensor, *,
                  epochs: int | None = None, steps: int | None = None, batch_size: int,
                  likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0, options: Mapping[str, Any] | None = None,
-                 transform: Transform | None = None, precision: str = "fp32",
-                 progress: bool = False) -> TrainedMethod:
-    """Build run ``name`` with its paper defaults and ``options``, train it with :func:`fit`.
+                 seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
+                 transform: Transform | None = None,
+                 evaluate: Callable[[Method], dict[str, float]] | None = None,
+                 precision: str = "fp32") -> list[RunRequest]:
+    """One :class:`RunRequest` per run of ``methods``, sharing data and settings.
 
-    ``options`` go to the method's constructor, except :data:`FIT_OPTIONS`: ``method`` (the
-    registry name; default ``name``), and ``lr``, ``epochs``, ``steps``, ``batch_size`` that
-    override the training settings for this run. Give ``epochs`` or ``steps`` as :func:`fit`
-    takes them (a full-batch run: ``batch_size=len(x)``). ``likelihood`` defaults to
-    :class:`Categorical`. The global RNG is seeded with ``seed`` before the method is built,
-    so each run's initialisation does not depend on the runs before it. ``transform``
-    augments every mini-batch and ``precision`` sets the arithmetic (see :func:`fit`).
-    ``train_time_s`` is the wall time of :func:`fit` (GPU work included).
-    """
-    options = dict(options or {})
-    fit_settings = {key: options.pop(key) for key in FIT_OPTIONS if key in options}
-    method_name = fit_settings.get("method", name)
-    if method_name not in METHODS:
-        raise ValueError(f"run {name!r}: method must be one of {sorted(METHODS)}, got "
-                         f"{method_name!r} (a variant names its registry method in the option 'method')")
-    if "epochs" in fit_settings or "steps" in fit_settings:
-        # A run's own training length replaces the shared one, whichever unit either is in.
-        epochs, steps = fit_settings.get("epochs"), fit_settings.get("steps")
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    method = make_method(method_name, resolve_target(target), likelihood or Categorical(), **options)
-    _synchronize(device)
-    started = time.perf_counter()
-    history = fit(method, x, y, epochs=epochs, steps=steps,
-                  batch_size=fit_settings.get("batch_size", batch_size), lr=fit_settings.get("lr"),
-                  device=device, seed=seed, transform=transform, precision=precision,
-                  progress=progress)
-    _synchronize(device)
-    return TrainedMethod(name, method_name, method, time.perf_counter() - started, history)
-
-
-def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y: Tensor, *,
-                  epochs: int | None = None, steps: int | None = None, batch_size: int,
-                  likelihood: Likelihood | None = None, device: str | torch.device = "cpu",
-                  seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
-                  transform: Transform | None = None, precision: str = "fp32",
-                  progress: bool = False) -> dict[str, TrainedMethod]:
-    """Train every run of ``methods`` on (x, y) one after the other: run name -> TrainedMethod.
-
-    ``options`` maps run names to their options (see :func:`train_method`). A key that is
+    ``options`` maps run names to their options (see :class:`RunRequest`). A key that is
     neither a run here nor a registry method is refused as a likely typo; options of registry
     methods not run here are ignored, so one profile can serve several method lists.
     """
@@ -117,15 +347,32 @@ def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y:
     if unknown:
         raise ValueError(f"options name runs {unknown} that are neither in methods {list(methods)} "
                          f"nor registry methods {sorted(METHODS)}")
-    for name in methods:  # every run's method, before the first one trains
-        method_name = dict(options.get(name) or {}).get("method", name)
-        if method_name not in METHODS:
-            raise ValueError(f"run {name!r}: method must be one of {sorted(METHODS)}, got "
-                             f"{method_name!r} (a variant names its registry method in the "
-                             "option 'method')")
     target = resolve_target(target)
-    return {name: train_method(name, target, x, y, epochs=epochs, steps=steps, batch_size=batch_size,
-                               likelihood=likelihood, device=device, seed=seed,
-                               options=options.get(name), transform=transform,
-                               precision=precision, progress=progress)
-            for name in methods}
+    requests = [RunRequest(name, target, x, y, batch_size, epochs=epochs, steps=steps,
+                           likelihood=likelihood, device=device, seed=seed,
+                           options=options.get(name), transform=transform, evaluate=evaluate,
+                           precision=precision) for name in methods]
+    for request in requests:
+        request.settings()
+    return requests
+
+
+def train_methods(methods: Sequence[str], target: str | TargetNet, x: Tensor, y: Tensor, *,
+                  store: RunStore | None | str = "default", progress: bool = False,
+                  **settings: Any) -> dict[str, TrainedMethod]:
+    """Train (or load from ``store``) every run of ``methods`` on (x, y): run name -> TrainedMethod.
+
+    ``settings`` are those of :func:`run_requests`; ``store`` and ``progress`` as in
+    :func:`train_runs`.
+    """
+    return train_runs(run_requests(methods, target, x, y, **settings), store=store,
+                      progress=progress)
+
+
+def train_method(name: str, target: str | TargetNet, x: Tensor, y: Tensor, *,
+                 options: Mapping[str, Any] | None = None,
+                 store: RunStore | None | str = "default", progress: bool = False,
+                 **settings: Any) -> TrainedMethod:
+    """Train (or load) run ``name`` with its ``options``; see :func:`train_methods`."""
+    return train_methods([name], target, x, y, options={name: options or {}}, store=store,
+                         progress=progress, **settings)[name]

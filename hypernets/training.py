@@ -18,16 +18,26 @@ from tqdm import tqdm
 
 from hypernets.likelihoods import Categorical, check_class_labels
 from hypernets.methods.base import Method
-from hypernets.validation import check_bool, check_int, check_positive, check_positive_int
+from hypernets.validation import (
+    check_bool,
+    check_int,
+    check_positive,
+    check_positive_int,
+)
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 Evaluate = Callable[[Method], dict[str, float]]
 
 
 #: First bytes of a checkpoint file; the header line also holds the format version, the
-#: payload's SHA-256 and its length (see :func:`_write_checkpoint`).
+#: payload's SHA-256 and its length (see :func:`write_verified`).
 CHECKPOINT_MAGIC = b"hypernets-checkpoint"
 CHECKPOINT_FORMAT = 1
+
+#: Version of the training loop of :func:`fit`: a change that can change what a run learns
+#: must increase it, so that stored runs (:mod:`hypernets.store`) trained by the old loop are
+#: not returned (``tests/test_store.py`` checks the code against ``tests/training_code.json``).
+TRAINING_VERSION = 1
 _PRECISIONS = ("fp32", "bf16")
 
 
@@ -84,7 +94,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
         device: str | torch.device = "cpu", seed: int = 0, progress: bool = True,
         transform: Transform | None = None, evaluate: Evaluate | None = None,
         eval_every: int = 1, checkpoint: str | Path | None = None, resume: bool = False,
-        precision: str = "fp32") -> list[dict]:
+        precision: str = "fp32", on_step: Callable[[int], None] | None = None) -> list[dict]:
     """Train ``method`` on (x, y) with its paper's optimiser; return per-epoch records.
 
     Give exactly one of ``epochs`` or ``steps`` (with ``steps`` the last epoch may be
@@ -107,6 +117,9 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
     length, and one that stopped in the middle of an epoch when more steps are asked for. It
     is loaded with ``torch.load(weights_only=True)``: tensors and plain containers only.
 
+    ``on_step(step)`` is called after every optimiser step with the number of steps done
+    (e.g. to drive one progress bar over several runs).
+
     Each record: epoch, step, the epoch's mean loss and logged terms, wall time of the epoch
     and in total, and the evaluation numbers.
     """
@@ -128,6 +141,8 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
         raise ValueError(f"transform must be callable or None, got {transform!r}")
     if evaluate is not None and not callable(evaluate):
         raise ValueError(f"evaluate must be callable or None, got {evaluate!r}")
+    if on_step is not None and not callable(on_step):
+        raise ValueError(f"on_step must be callable or None, got {on_step!r}")
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise ValueError(f"checkpoint must be a path or None, got {checkpoint!r}")
@@ -161,7 +176,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
     history: list[dict] = []
     start_epoch = step = 0
     if resume and checkpoint.exists():
-        state = _read_checkpoint(checkpoint)
+        state = read_verified(checkpoint)
         _check_fingerprint(checkpoint, fingerprint, state["fingerprint"])
         start_epoch, step = _check_progress(checkpoint, state, steps_per_epoch, total_steps)
         history = _restore(state, method, optimizer, shuffle)
@@ -196,6 +211,8 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             n_batches += 1
             step += 1
+            if on_step is not None:
+                on_step(step)
         elapsed = time.perf_counter() - started
         total_time += elapsed
         record = {"epoch": epoch + 1, "step": step}
@@ -210,7 +227,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
         if checkpoint is not None:
             state = _checkpoint_state(fingerprint, method, optimizer, shuffle, epoch + 1, step,
                                       history)
-            _write_checkpoint(checkpoint, state, verify=not verified)
+            write_verified(checkpoint, state, verify=not verified)
             verified = True
     method.eval()
     return history
@@ -218,7 +235,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
 
 # --- checkpoints -------------------------------------------------------------------------------
 
-def _qualname(cls: type) -> str:
+def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -228,14 +245,14 @@ def _is_plain_setting(value: Any) -> bool:
     return type(value) in (tuple, list) and all(_is_plain_setting(v) for v in value)
 
 
-def _settings(obj: Any) -> dict[str, Any]:
+def plain_settings(obj: Any) -> dict[str, Any]:
     """The public plain-valued attributes of ``obj`` (a method's or a likelihood's settings)."""
     return {name: list(value) if isinstance(value, tuple) else value
             for name, value in sorted(vars(obj).items())
             if not name.startswith("_") and name != "training" and _is_plain_setting(value)}
 
 
-def _tensor_digest(t: Tensor) -> dict[str, Any]:
+def tensor_digest(t: Tensor) -> dict[str, Any]:
     data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
     return {"shape": list(t.shape), "dtype": str(t.dtype),
             "sha256": hashlib.sha256(data).hexdigest()}
@@ -246,15 +263,15 @@ def _fingerprint(method, optimizer, x, y, *, batch_size, steps_per_epoch, seed, 
     """What decides the run, as plain values; ``lr`` is the optimiser's, one per group."""
     target = method.target
     return {
-        "method": _qualname(type(method)),
-        "method_settings": _settings(method),
+        "method": qualified_name(type(method)),
+        "method_settings": plain_settings(method),
         "parameters": {name: [list(t.shape), str(t.dtype)] if isinstance(t, Tensor)
                        else type(t).__name__ for name, t in method.state_dict().items()},
-        "likelihood": _qualname(type(method.likelihood)),
-        "likelihood_settings": _settings(method.likelihood),
+        "likelihood": qualified_name(type(method.likelihood)),
+        "likelihood_settings": plain_settings(method.likelihood),
         "target": str(getattr(target, "name", type(target).__name__)),
-        "x": _tensor_digest(x),
-        "y": _tensor_digest(y),
+        "x": tensor_digest(x),
+        "y": tensor_digest(y),
         "batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
         "lr": [float(group["lr"]) for group in optimizer.param_groups],
@@ -296,11 +313,12 @@ def _checkpoint_state(fingerprint, method, optimizer, shuffle, epoch, step, hist
     }
 
 
-def _write_checkpoint(path: Path, state: dict, *, verify: bool = False):
-    """One header line (magic, format, SHA-256 and length of the payload), then the payload.
+def write_verified(path: Path, state: dict, *, verify: bool = False):
+    """Write ``state`` atomically: one header line (magic, format, SHA-256 and length of the
+    payload), then the payload (``torch.save``); :func:`read_verified` checks both.
 
     ``verify`` loads the payload back with ``weights_only=True`` first (done once per run), so
-    a state that could not be resumed fails when it is written, not when it is read.
+    a state that could not be read back fails when it is written, not when it is read.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -309,7 +327,7 @@ def _write_checkpoint(path: Path, state: dict, *, verify: bool = False):
         try:
             torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except Exception as err:
-            raise TypeError(f"the training state cannot be stored in checkpoint {path}: a "
+            raise TypeError(f"the training state cannot be stored in {path}: a "
                             f"weights-only load refuses it ({type(err).__name__}: "
                             f"{_first_line(err)})") from err
     digest = hashlib.sha256(payload).hexdigest()
@@ -334,13 +352,15 @@ _STATE_KEYS = ("format", "fingerprint", "epoch", "step", "history", "method", "o
                "shuffle", "torch_rng", "cuda_rng")
 
 
-def _read_checkpoint(path: Path) -> dict:
-    """The checked payload of checkpoint ``path``, or ValueError saying what is wrong."""
+def read_verified(path: Path, *, required: tuple[str, ...] = _STATE_KEYS,
+                  what: str = "checkpoint", writer: str = "hypernets.training.fit") -> dict:
+    """The checked payload of a file written by :func:`write_verified`, or ValueError saying
+    what is wrong (empty, truncated, corrupt, another format, or lacking the ``required`` keys)."""
     raw = path.read_bytes()
     start_over = "; delete it to start the run over"
 
     def refuse(problem: str):
-        raise ValueError(f"checkpoint {path} {problem}{start_over}")
+        raise ValueError(f"{what} {path} {problem}{start_over}")
 
     if not raw.startswith(CHECKPOINT_MAGIC + b" "):
         if not raw:
@@ -371,9 +391,9 @@ def _read_checkpoint(path: Path) -> dict:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:
         refuse(f"holds objects that a weights-only load refuses ({type(err).__name__}: "
-               f"{_first_line(err)}), so it was not written by hypernets.training.fit")
-    if not isinstance(state, dict) or any(key not in state for key in _STATE_KEYS):
-        refuse(f"is corrupt: its payload lacks the fields {list(_STATE_KEYS)}")
+               f"{_first_line(err)}), so it was not written by {writer}")
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        refuse(f"is corrupt: its payload lacks the fields {list(required)}")
     return state
 
 

@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from method_checks import mnist_subset
 
 from hypernets import data
 from hypernets.adversarial import attack_curve, fgsm, mean_predictive_nll
@@ -14,7 +15,6 @@ from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import MAP
 from hypernets.targets import Flatten, TargetNet, mlp
 from hypernets.training import fit
-from method_checks import mnist_subset
 
 MNIST_RANGE = PixelRange((data.MNIST_MEAN,), (data.MNIST_STD,))
 CIFAR_RANGE = PixelRange(data.CIFAR10_MEAN, data.CIFAR10_STD)

@@ -24,12 +24,19 @@ import math
 
 import pytest
 import torch
+from method_checks import (
+    TOY_RMSE_BOUND,
+    assert_deterministic,
+    fit_mnist,
+    fit_toy,
+    mnist_accuracy,
+    toy,
+    toy_rmse,
+)
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import MAP, BayesByBackprop, DeepEnsemble, MCDropout
 from hypernets.targets import Dropout, Flatten, Linear, TargetNet, get_target, mlp
-from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
-                           mnist_accuracy, toy, toy_rmse)
 
 TOY_PRIOR_STD = 3.0
 TOY_LR = 1e-2

@@ -2,16 +2,27 @@ import math
 
 import pytest
 import torch
+from method_checks import (
+    TOY_RMSE_BOUND,
+    assert_deterministic,
+    fit_mnist,
+    fit_toy,
+    mnist_accuracy,
+    mnist_tiny_conv,
+    sample_diversity,
+    toy,
+    toy_rmse,
+    toy_std_ratio,
+)
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import BayesByHypernet
-from hypernets.methods.bayes_by_hypernet import (annealing_weight, nearest_neighbour_kl,
-                                                  per_weight_nearest_neighbour_kl)
+from hypernets.methods.bayes_by_hypernet import (
+    annealing_weight,
+    nearest_neighbour_kl,
+    per_weight_nearest_neighbour_kl,
+)
 from hypernets.targets import ARCHITECTURES, get_target
-
-from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
-                           mnist_accuracy, mnist_tiny_conv, sample_diversity, toy, toy_rmse,
-                           toy_std_ratio)
 
 
 def gaussian_kl_to_standard(mean, std):

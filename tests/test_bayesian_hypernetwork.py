@@ -2,15 +2,23 @@ import math
 
 import pytest
 import torch
+from method_checks import (
+    TOY_RMSE_BOUND,
+    assert_deterministic,
+    fit_mnist,
+    fit_toy,
+    mnist_accuracy,
+    mnist_tiny_conv,
+    sample_diversity,
+    toy,
+    toy_rmse,
+    toy_std_ratio,
+)
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import BayesianHypernetwork
 from hypernets.methods.bayesian_hypernetwork import ScaleFlow
 from hypernets.targets import ARCHITECTURES, Flatten, TargetNet, get_target, mlp
-
-from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
-                           mnist_accuracy, mnist_tiny_conv, sample_diversity, toy, toy_rmse,
-                           toy_std_ratio)
 
 
 def random_flow(dim, n_couplings=3, seed=0):

@@ -3,14 +3,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from method_checks import (
+    TOY_RMSE_BOUND,
+    assert_deterministic,
+    fit_mnist,
+    fit_toy,
+    mnist_accuracy,
+    mnist_tiny_conv,
+    sample_diversity,
+    toy_rmse,
+    toy_std_ratio,
+)
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import HyperGAN
 from hypernets.methods.hypergan_blocks import init_scales
 from hypernets.targets import Flatten, Layer, TargetNet, get_target
-from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
-                           mnist_accuracy, mnist_tiny_conv, sample_diversity, toy_rmse,
-                           toy_std_ratio)
 
 # Paper widths (256 / 128 / 512) cost seconds per step on a CPU; the tests use narrow ones.
 SMALL = dict(noise_dim=32, code_dim=16, hidden=64)

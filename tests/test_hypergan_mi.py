@@ -2,14 +2,22 @@ import math
 
 import pytest
 import torch
+from method_checks import (
+    TOY_RMSE_BOUND,
+    assert_deterministic,
+    fit_mnist,
+    fit_toy,
+    mnist_accuracy,
+    mnist_tiny_conv,
+    sample_diversity,
+    toy_rmse,
+    toy_std_ratio,
+)
 
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import HyperGANMI
 from hypernets.methods.hypergan_mi import _corrected_log_term, standardise_one_hot
 from hypernets.targets import get_target
-from method_checks import (TOY_RMSE_BOUND, assert_deterministic, fit_mnist, fit_toy,
-                           mnist_accuracy, mnist_tiny_conv, sample_diversity, toy_rmse,
-                           toy_std_ratio)
 
 # Most tests use narrow widths; test_bound_takes_off_at_the_paper_widths uses the paper's.
 SMALL = dict(noise_dim=32, code_dim=16, hidden=64)

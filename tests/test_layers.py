@@ -21,14 +21,15 @@ RANKS = {
         "bayesian_hypernetwork", "hypergan", "hypergan_mi")},
     "hypernets.methods": 6, "hypernets.methods.registry": 6,
     "hypernets.training": 7, "hypernets.published": 7, "hypernets.reference_posterior": 7,
-    "hypernets.runs": 8,
-    "hypernets.evaluation": 9, "hypernets.adversarial": 9, "hypernets.plots": 9,
-    **{f"hypernets.experiments.{name}": 10 for name in (
+    "hypernets.store": 8,
+    "hypernets.runs": 9,
+    "hypernets.evaluation": 10, "hypernets.adversarial": 10, "hypernets.plots": 10,
+    **{f"hypernets.experiments.{name}": 11 for name in (
         "mnist", "toy", "correlations", "diversity", "adversarial", "cifar")},
-    "hypernets.experiments": 10,
-    "hypernets.book": 11,
-    "hypernets.runner": 12,
-    "hypernets": 13,
+    "hypernets.experiments": 11,
+    "hypernets.book": 12, "hypernets.plans": 12,
+    "hypernets.runner": 13,
+    "hypernets": 14,
 }
 
 

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 import torch
 from scipy import stats
-from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+)
 
 from hypernets import metrics
 

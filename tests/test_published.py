@@ -2,10 +2,10 @@
 
 import fnmatch
 import math
-import tomllib
 
 import pandas as pd
 import pytest
+import tomllib
 
 from hypernets import published as pub
 from hypernets.book import PROJECT_ROOT

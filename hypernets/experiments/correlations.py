@@ -35,12 +35,15 @@ from hypernets.data import load_mnist_splits
 from hypernets.evaluation import predict_probs
 from hypernets.likelihoods import Likelihood
 from hypernets.methods.base import Method
-from hypernets.reference_posterior import REFERENCE_LABEL, ReferencePosterior, nuts_posterior
+from hypernets.reference_posterior import (
+    REFERENCE_LABEL,
+    ReferencePosterior,
+    nuts_posterior,
+)
 from hypernets.runs import TrainedMethod, train_methods
 from hypernets.seeding import seeded
 from hypernets.targets import Linear, Params, TargetNet, get_target
 from hypernets.validation import check_int, check_positive, check_positive_int
-
 
 #: Significance level of the correlation tests.
 ALPHA = 0.05

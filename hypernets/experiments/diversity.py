@@ -38,8 +38,8 @@ from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods.base import Method
 from hypernets.methods.registry import make_method
 from hypernets.plots import metric_panels, plot_toy_data
-from hypernets.targets import TargetNet, get_target
 from hypernets.seeding import seeded
+from hypernets.targets import TargetNet, get_target
 from hypernets.training import fit, predict
 from hypernets.validation import check_int, check_positive
 

@@ -25,8 +25,14 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ImageData
-from hypernets.evaluation import (OOD_METRICS, OOD_SCORES, classification_row,
-                                  entropy_ecdf_table, ood_table, predict_probs)
+from hypernets.evaluation import (
+    OOD_METRICS,
+    OOD_SCORES,
+    classification_row,
+    entropy_ecdf_table,
+    ood_table,
+    predict_probs,
+)
 from hypernets.published import method_label as published_label
 from hypernets.runs import TrainedMethod, train_methods
 from hypernets.targets import mnist_mlp

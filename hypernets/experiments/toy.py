@@ -33,13 +33,16 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.data import ToyRegression, toy_regression
 from hypernets.likelihoods import Gaussian
-from hypernets.reference_posterior import REFERENCE_LABEL, ReferencePosterior, nuts_posterior
+from hypernets.reference_posterior import (
+    REFERENCE_LABEL,
+    ReferencePosterior,
+    nuts_posterior,
+)
 from hypernets.runs import TrainedMethod, train_methods
 from hypernets.seeding import seeded
 from hypernets.targets import TargetNet, get_target
 from hypernets.training import predict
 from hypernets.validation import check_int, check_positive
-
 
 # ---------------------------------------------------------------------------------------------
 # Settings

@@ -70,6 +70,10 @@ class Method(nn.Module, ABC):
 
     default_lr: float = 1e-3
     default_train_samples: int = 1
+    #: Version of the method's training: a change that can change what a trained run learns
+    #: must increase it, so that stored runs of the old version are not returned
+    #: (``tests/test_store.py`` checks the code against ``tests/training_code.json``).
+    training_version: int = 1
     #: How many different nets :meth:`sample_params` can give (None: unbounded). A point
     #: estimate gives one, an ensemble its members.
     max_distinct_nets: int | None = None

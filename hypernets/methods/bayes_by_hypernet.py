@@ -58,9 +58,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams, check_prior_std, full_precision
+from hypernets.methods.base import (
+    Method,
+    StackedParams,
+    check_prior_std,
+    full_precision,
+)
 from hypernets.targets import Params, TargetNet
-from hypernets.validation import check_bool, check_choice, check_int, check_int_list, check_real
+from hypernets.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_list,
+    check_real,
+)
 
 NOISE_DIMS = (1, 8, 64)
 LEAKY_SLOPE = 0.1

@@ -47,9 +47,20 @@ from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.transforms import ComposedTransform, PermutationTransform
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import Method, StackedParams, check_prior_std, full_precision
+from hypernets.methods.base import (
+    Method,
+    StackedParams,
+    check_prior_std,
+    full_precision,
+)
 from hypernets.targets import Linear, Params, TargetNet
-from hypernets.validation import check_bool, check_int, check_positive, check_positive_int
+from hypernets.validation import (
+    check_bool,
+    check_int,
+    check_positive,
+    check_positive_int,
+)
+
 
 def _normal_log_prob(x: Tensor, std: float) -> Tensor:
     """Sum over the last dimension of log N(x; 0, std^2)."""

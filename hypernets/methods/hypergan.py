@@ -11,11 +11,17 @@ from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
 from hypernets.methods.base import Method, init_linear_layers
-from hypernets.methods.hypergan_blocks import (CRITIC_LR_RATIO, MIXER_LR_RATIO, LayerGenerators,
-                                               Mixer, adam_groups, call_detached, mlp_block)
+from hypernets.methods.hypergan_blocks import (
+    CRITIC_LR_RATIO,
+    MIXER_LR_RATIO,
+    LayerGenerators,
+    Mixer,
+    adam_groups,
+    call_detached,
+    mlp_block,
+)
 from hypernets.targets import Params, TargetNet
 from hypernets.validation import check_bool, check_positive, check_positive_int
-
 
 
 class HyperGAN(Method):

@@ -10,10 +10,22 @@ from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
 from hypernets.methods.base import Method, full_precision, init_linear_layers
-from hypernets.methods.hypergan_blocks import (CRITIC_LR_RATIO, MIXER_LR_RATIO, LayerGenerators,
-                                               Mixer, adam_groups, call_detached, mlp_block)
+from hypernets.methods.hypergan_blocks import (
+    CRITIC_LR_RATIO,
+    MIXER_LR_RATIO,
+    LayerGenerators,
+    Mixer,
+    adam_groups,
+    call_detached,
+    mlp_block,
+)
 from hypernets.targets import Params, TargetNet
-from hypernets.validation import check_int, check_int_list, check_positive_int, check_real
+from hypernets.validation import (
+    check_int,
+    check_int_list,
+    check_positive_int,
+    check_real,
+)
 
 
 def standardise_one_hot(one_hot: Tensor) -> Tensor:

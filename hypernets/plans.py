@@ -1,0 +1,83 @@
+"""What each chapter trains: its data and its runs, from the notebook's resolved parameters.
+
+A notebook builds its plan with the chapter's function here and trains through it, and
+``hypernets-run --train-only`` builds the same plan without executing the notebook, so both
+ask the run store (:mod:`hypernets.store`) for the same runs: what the background training
+stores is what the notebook then loads. :data:`PLANS` maps notebook names to their function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypernets.data import ImageSplits, load_mnist_splits
+from hypernets.experiments import mnist
+from hypernets.runs import (
+    RunRequest,
+    TestError,
+    TrainedMethod,
+    run_requests,
+    train_runs,
+)
+from hypernets.store import RunStore
+
+
+@dataclass
+class ChapterPlan:
+    """A chapter's data and its runs, in named groups (e.g. ``table`` and ``architecture``)."""
+
+    data: Any
+    groups: dict[str, list[RunRequest]] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> list[RunRequest]:
+        """Every run of every group, in order."""
+        return [request for group in self.groups.values() for request in group]
+
+    def train(self, group: str, *, store: RunStore | None | str = "default",
+              progress: bool = False) -> dict[str, TrainedMethod]:
+        """Train (or load from the store) the runs of ``group``."""
+        if group not in self.groups:
+            raise ValueError(f"this plan has the run groups {sorted(self.groups)}, not {group!r}")
+        return train_runs(self.groups[group], store=store, progress=progress)
+
+
+def _curve(data: ImageSplits, params: Mapping[str, Any]) -> TestError:
+    """The per-epoch test error behind a chapter's convergence figure."""
+    return TestError(data.test.x, data.test.y, n_samples=params["curve_samples"],
+                     batch_size=params["eval_batch_size"], seed=params["seed"])
+
+
+def _lenet_runs(params: Mapping[str, Any], data: ImageSplits, methods, target: str) -> list[RunRequest]:
+    return run_requests(methods, target, data.train.x, data.train.y, epochs=params["epochs"],
+                        batch_size=params["batch_size"], device=params["device"],
+                        seed=params["seed"], options=params["options"],
+                        evaluate=_curve(data, params), precision=params["precision"])
+
+
+def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
+    """Bayes by Hypernet's MNIST table (``table``) and its table of architectures (``architecture``)."""
+    data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    single = {"bbh_single": mnist.single_hypernet_options(params["options"],
+                                                          params["architecture_options"])}
+    return ChapterPlan(data, {
+        "table": _lenet_runs(params, data, params["methods"], params["target"]),
+        "architecture": _lenet_runs({**params, "options": single}, data, ["bbh_single"],
+                                    params["target"]),
+    })
+
+
+def adversarial(params: Mapping[str, Any]) -> ChapterPlan:
+    """The LeNet runs that the FGSM attack is evaluated on (the MNIST table's, when their
+    settings agree, so the store trains them once)."""
+    data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    return ChapterPlan(data, {"methods": _lenet_runs(params, data, params["methods"], "lenet")})
+
+
+#: Notebook name -> the function that plans its runs from its resolved parameters.
+PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
+    "mnist_table": mnist_table,
+    "adversarial": adversarial,
+}
