@@ -12,15 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernets.data import ImageSplits, load_mnist_splits
-from hypernets.experiments import mnist
-from hypernets.runs import (
-    RunRequest,
-    TestError,
-    TrainedMethod,
-    run_requests,
-    train_runs,
-)
+from hypernets.data import ImageSplits, load_cifar5_splits, load_mnist_splits
+from hypernets.experiments import cifar, correlations, mnist
+from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
+                            run_requests, train_runs)
 from hypernets.store import RunStore
 
 
@@ -42,6 +37,19 @@ class ChapterPlan:
         if group not in self.groups:
             raise ValueError(f"this plan has the run groups {sorted(self.groups)}, not {group!r}")
         return train_runs(self.groups[group], store=store, progress=progress)
+
+    def train_all(self, *, store: RunStore | None | str = "default",
+                  progress: bool = False) -> dict[str, dict[str, TrainedMethod]]:
+        """Train (or load) every group, with one progress bar over all of them: group -> runs."""
+        for group in self.groups.values():
+            check_requests(group)
+        bar = progress_bar(self.requests) if progress else False
+        try:
+            return {name: train_runs(group, store=store, progress=bar)
+                    for name, group in self.groups.items()}
+        finally:
+            if bar:
+                bar.close()
 
 
 def _curve(data: ImageSplits, params: Mapping[str, Any]) -> TestError:
@@ -76,8 +84,57 @@ def adversarial(params: Mapping[str, Any]) -> ChapterPlan:
     return ChapterPlan(data, {"methods": _lenet_runs(params, data, params["methods"], "lenet")})
 
 
+def anomaly_detection(params: Mapping[str, Any]) -> ChapterPlan:
+    """The MLP runs of the notMNIST setting (``notmnist``) and, per held-out digit k, the runs
+    trained without it (``held_out_k``)."""
+    data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    groups = {"notmnist": run_requests(
+        params["methods"], "mnist_mlp", data.train.x, data.train.y, epochs=params["epochs"],
+        batch_size=params["batch_size"], device=params["device"], seed=params["seed"],
+        options=params["options"], evaluate=_curve(data, params), precision=params["precision"])}
+    held_out = mnist.held_out_class_runs(
+        params["held_out_methods"], data.train, held_out_classes=params["held_out_classes"],
+        epochs=params["held_out_epochs"], batch_size=params["batch_size"], device=params["device"],
+        seed=params["seed"], options=params["options"], precision=params["precision"])
+    groups.update({f"held_out_{k}": requests for k, requests in held_out.items()})
+    return ChapterPlan(data, groups)
+
+
+def cifar5_table(params: Mapping[str, Any]) -> ChapterPlan:
+    """Bayes by Hypernet's CIFAR-5 table: the ResNet runs, trained with random crops and flips."""
+    data = load_cifar5_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    target = cifar.make_target(params["units_per_stage"])
+    return ChapterPlan(data, {"table": run_requests(
+        params["methods"], target, data.train.x, data.train.y, epochs=params["epochs"],
+        batch_size=params["batch_size"], device=params["device"], seed=params["seed"],
+        options=params["options"], transform=cifar.RandomCropFlip(),
+        evaluate=TestError(cifar.centre_crop(data.test.x), data.test.y,
+                           n_samples=params["curve_samples"], batch_size=params["eval_batch_size"],
+                           seed=params["seed"]),
+        precision=params["precision"])})
+
+
+def weight_correlations(params: Mapping[str, Any]) -> ChapterPlan:
+    """The MNIST runs whose weight pairs are tested (``mnist``) and the product-network runs
+    (``product``); NUTS, the product network's reference, is sampled by the notebook."""
+    data = load_mnist_splits(params["n_train"], params["n_test"], seed=params["seed"])
+    product = correlations.product_data(params["product_points"], seed=params["seed"])
+    return ChapterPlan(data, {
+        "mnist": correlations.correlation_runs(
+            params["correlation_methods"], data, epochs=params["epochs"],
+            batch_size=params["batch_size"], device=params["device"], seed=params["seed"],
+            options=params["correlation_options"]),
+        "product": correlations.product_runs(
+            params["product_methods"], product, steps=params["product_steps"],
+            device=params["device"], seed=params["seed"], options=params["product_options"]),
+    })
+
+
 #: Notebook name -> the function that plans its runs from its resolved parameters.
 PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "mnist_table": mnist_table,
     "adversarial": adversarial,
+    "anomaly_detection": anomaly_detection,
+    "cifar5_table": cifar5_table,
+    "weight_correlations": weight_correlations,
 }

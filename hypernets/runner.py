@@ -273,20 +273,24 @@ def _results_env(scratch: Path | None, destination: Path | None) -> Iterator[Non
                 os.environ[key] = value
 
 
-#: Shown above the run table of every run that is not at the ``full`` profile: such a copy can
-#: stand in the book until the paper-scale run is committed, and must not be read as a result.
+#: Profiles whose runs are results: the book's ``full`` (on a 2-core CPU) and ``paper``.
+RESULT_PROFILES = ("full", "paper")
+
+#: Shown above the run table of every run below the result profiles: such a copy can stand in
+#: the book until the real run is committed, and must not be read as a result.
 PREVIEW_WARNING = """```{{warning}}
 **Preview, not a result.** This page was executed at the `{profile}` profile, not at `full`.
 The `smoke` profile is the tiny configuration that continuous integration re-executes to test
 the pipeline (a few hundred images, one or two epochs, a few sampled nets), so its numbers,
-tables and figures say nothing about the methods or the papers. The paper-scale run,
-`hypernets-run --profile full {name}` (made for a GPU), replaces this page once it is committed.
+tables and figures say nothing about the methods or the papers. The book's run,
+`hypernets-run --profile full {name}` (on a CPU), replaces this page once it is committed.
 ```"""
 
 
 def run_info_markdown(plan: RunPlan, commit: str, wall_time_s: float, executed_at: str) -> str:
-    """The markdown cell placed at the top of an executed notebook (with a warning unless ``full``)."""
-    lines = [PREVIEW_WARNING.format(profile=plan.profile, name=plan.name), ""] if plan.profile != "full" else []
+    """The markdown cell placed at the top of an executed notebook (a warning below the result profiles)."""
+    preview = plan.profile not in RESULT_PROFILES
+    lines = [PREVIEW_WARNING.format(profile=plan.profile, name=plan.name), ""] if preview else []
     return "\n".join(
         lines
         + [
@@ -445,18 +449,52 @@ def train_only(plan: RunPlan) -> None:
     executing the notebook; one progress bar over all of them. The notebook run afterwards
     loads them (:mod:`hypernets.plans`)."""
     from hypernets.plans import PLANS
-    from hypernets.runs import train_runs
 
     if plan.name not in PLANS:
         raise RunnerError(f"--train-only: {plan.name} has no run plan (hypernets/plans.py); "
                           f"notebooks with one: {', '.join(sorted(PLANS))}")
     seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
                     single_thread=plan.profile == "smoke")
-    requests = PLANS[plan.name](plan.resolved).requests
-    trained = train_runs(requests, progress=True)
-    for name, run in trained.items():
-        how = "in the store" if run.loaded else "trained"
-        print(f"  {name}: {how}, {run.train_time_s:.0f} s of training, key {run.key}", flush=True)
+    groups = PLANS[plan.name](plan.resolved).train_all(progress=True)
+    for group, trained in groups.items():
+        for name, run in trained.items():
+            how = "in the store" if run.loaded else "trained"
+            print(f"  {group}/{name}: {how}, {run.train_time_s:.0f} s of training, key {run.key}",
+                  flush=True)
+
+
+def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
+    """Print how long each run the notebook of ``plan`` needs would train on this machine, from
+    a few timed steps of each (:func:`hypernets.runs.estimate_seconds`); runs already in the
+    store count zero. Returns the seconds still to train."""
+    import pandas as pd
+
+    from hypernets.plans import PLANS
+    from hypernets.runs import estimate_seconds, key_document
+    from hypernets.store import RunStore, request_hash
+
+    if plan.name not in PLANS:
+        raise RunnerError(f"--estimate: {plan.name} has no run plan (hypernets/plans.py); "
+                          f"notebooks with one: {', '.join(sorted(PLANS))}")
+    seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
+                    single_thread=plan.profile == "smoke")
+    store = RunStore()
+    rows = []
+    for group, requests in PLANS[plan.name](plan.resolved).groups.items():
+        for request in requests:
+            stored = store.has(request_hash(key_document(request, request.build())))
+            numbers = estimate_seconds(request, timed_steps=timed_steps)
+            rows.append({"group": group, "run": request.name,
+                         "ms_per_step": round(1e3 * numbers["step_s"], 1),
+                         "steps": numbers["steps"], "eval_s": round(numbers["eval_s"], 1),
+                         "minutes": round(numbers["total_s"] / 60, 1),
+                         "in_store": stored})
+    table = pd.DataFrame(rows)
+    remaining = 60 * table.loc[~table["in_store"], "minutes"].sum()
+    print(table.to_string(index=False))
+    print(f"{plan.name} ({plan.profile}): {table['minutes'].sum() / 60:.2f} h of training in all, "
+          f"{remaining / 3600:.2f} h still to train on this machine", flush=True)
+    return remaining
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
              "without executing them; run them afterwards to evaluate",
     )
     parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print how long the runs the notebooks need would train here, from a few timed "
+             "steps of each, without training or executing anything",
+    )
+    parser.add_argument(
         "--output-dir",
         type=Path,
         help="where to write executed notebooks (default: tests/notebooks for smoke, book for full)",
@@ -519,7 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         if not sources:
             raise RunnerError(f"no notebooks in {NOTEBOOKS_DIR}")
         plans = [plan_run(source, args.profile, raw_overrides, args.output_dir) for source in sources]
+        if args.train_only and args.estimate:
+            raise RunnerError("give --train-only or --estimate, not both")
         for plan in plans:
+            if args.estimate:
+                estimate(plan)
+                continue
             if args.train_only:
                 print(f"training the runs of {_display_path(plan.source)} (profile {plan.profile}) ...",
                       flush=True)

@@ -277,30 +277,81 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
     return TrainedMethod(request.name, settings["method"], method, train_time_s, history, key)
 
 
-def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str = "default",
-               progress: bool = False) -> dict[str, TrainedMethod]:
-    """Train (or load) every request one after the other: run name -> TrainedMethod.
+def estimate_seconds(request: RunRequest, *, timed_steps: int = 3) -> dict[str, float]:
+    """How long ``request`` takes to train here, from a few timed steps of the real run.
 
-    ``store`` is a :class:`~hypernets.store.RunStore`, ``"default"`` (the store at
-    ``$HYPERNETS_RUNS`` or the per-user cache) or None (train in memory, store nothing).
-    Every request is checked before the first one trains. ``progress`` draws one bar over the
-    steps of all runs still to train, with its ETA.
+    A fresh copy of the run's method trains ``timed_steps + 1`` steps with the run's settings
+    (precision, transform) on its first mini-batches; the first step is a warm-up and the
+    others are timed. With an ``evaluate`` hook one call of it is timed too. Returns
+    ``step_s``, ``steps``, ``eval_s`` and ``total_s = step_s * steps + eval_s * epochs``.
+    Nothing is stored and the global RNG is left alone.
     """
+    timed_steps = check_positive_int("timed_steps", timed_steps)
+    settings = request.settings()
+    batch_size = settings["batch_size"]
+    n = min(len(request.x), batch_size * (timed_steps + 1))
+    stamps = []
+    with seeded(request.seed):
+        method = request.build()
+        fit(method, request.x[:n], request.y[:n], steps=timed_steps + 1, batch_size=batch_size,
+            lr=settings["lr"], device=request.device, seed=request.seed,
+            transform=request.transform, precision=settings["precision"], progress=False,
+            on_step=lambda step: (_synchronize(torch.device(request.device)),
+                                  stamps.append(time.perf_counter())))
+        eval_s = 0.0
+        if request.evaluate is not None:
+            started = time.perf_counter()
+            with torch.no_grad():
+                request.evaluate(method)
+            eval_s = time.perf_counter() - started
+    step_s = (stamps[-1] - stamps[0]) / timed_steps
+    steps = request.total_steps()
+    epochs = -(-steps // -(-len(request.x) // batch_size))
+    return {"step_s": step_s, "steps": steps, "eval_s": eval_s,
+            "total_s": step_s * steps + eval_s * epochs}
+
+
+def check_requests(requests: Sequence[RunRequest]) -> None:
+    """Refuse an empty list, a run named twice, or a run whose settings are invalid."""
     if isinstance(requests, RunRequest) or not requests:
         raise ValueError(f"requests must be a non-empty list of RunRequest, got {requests!r}")
     names = [request.name for request in requests]
     if len(set(names)) != len(names):
         raise ValueError(f"requests name a run twice: {names}")
-    for request in requests:  # every run's settings, before the first one trains
+    for request in requests:
         request.settings()
+
+
+def resolve_store(store: RunStore | None | str) -> RunStore | None:
+    """A RunStore, ``"default"`` (:class:`~hypernets.store.RunStore` at its default root) or None."""
     if isinstance(store, str):
         if store != "default":
             raise ValueError(f"store must be a RunStore, 'default' or None, got {store!r}")
-        store = RunStore()
-    bar = None
-    if progress:
-        bar = tqdm(total=sum(request.total_steps() for request in requests), unit="step",
-                   desc="training", smoothing=0.05)
+        return RunStore()
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore, 'default' or None, got {store!r}")
+    return store
+
+
+def progress_bar(requests: Sequence[RunRequest]) -> tqdm:
+    """One bar over the steps of ``requests`` (see :func:`train_runs`)."""
+    return tqdm(total=sum(request.total_steps() for request in requests), unit="step",
+                desc="training", smoothing=0.05, mininterval=2.0)
+
+
+def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str = "default",
+               progress: bool | tqdm = False) -> dict[str, TrainedMethod]:
+    """Train (or load) every request one after the other: run name -> TrainedMethod.
+
+    ``store`` is a :class:`~hypernets.store.RunStore`, ``"default"`` (the store at
+    ``$HYPERNETS_RUNS`` or the per-user cache) or None (train in memory, store nothing).
+    Every request is checked before the first one trains. ``progress`` draws one bar over the
+    steps of all runs still to train, with its ETA (or advances a bar of
+    :func:`progress_bar` shared with other calls).
+    """
+    check_requests(requests)
+    store = resolve_store(store)
+    bar = progress_bar(requests) if progress is True else progress or None
     trained = {}
     for request in requests:
         last = None  # steps done when this run's last step was counted
@@ -320,7 +371,7 @@ def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str =
         if bar is not None and last is None:  # loaded from the store: nothing trained
             bar.total -= request.total_steps()
             bar.refresh()
-    if bar is not None:
+    if progress is True:
         bar.close()
     return trained
 

@@ -138,7 +138,7 @@ def test_train_methods_applies_the_augmentation_to_every_batch():
         return cifar.RandomCropFlip()(x, generator)
 
     trained = runs.train_methods(["map"], tiny_resnet(), data.train.x, data.train.y, epochs=2,
-                                  batch_size=25, transform=recording, seed=0)
+                                  batch_size=25, transform=recording, seed=0, store=None)
     assert seen == [(25, 3, 32, 32), (25, 3, 32, 32), (10, 3, 32, 32)] * 2
     run = trained["map"]
     assert isinstance(run, runs.TrainedMethod) and run.label == "MAP"

@@ -211,9 +211,14 @@ def test_held_out_split_renumbers_the_labels(data):
 
 
 def test_held_out_class_experiment(data):
-    results = mnist.held_out_class_experiment(["map", "mc_dropout"], data.train, data.test,
-                                              held_out_classes=[0, 7], epochs=2, batch_size=50,
-                                              n_samples=3, hidden=(32,), seed=0)
+    requests = mnist.held_out_class_runs(["map", "mc_dropout"], data.train, held_out_classes=[0, 7],
+                                         epochs=2, batch_size=50, hidden=(32,), seed=0)
+    assert sorted(requests) == [0, 7]
+    for request in requests[7]:  # trained on the nine other classes, their labels renumbered
+        assert request.target.n_outputs == 9 and len(request.x) == int((data.train.y != 7).sum())
+        assert set(request.y.unique().tolist()) <= set(range(9))
+    trained = {k: runs.train_runs(group, store=None) for k, group in requests.items()}
+    results = mnist.held_out_class_experiment(trained, data.test, n_samples=3, seed=0)
     assert len(results) == 2 * 2 * 4
     assert list(results.columns) == ["held_out", "method", "label", "error_pct", "score",
                                      *evaluation.OOD_METRICS]
@@ -224,8 +229,9 @@ def test_held_out_class_experiment(data):
     row = mean[(mean["method"] == "map") & (mean["score"] == "entropy")].iloc[0]
     assert row["auroc"] == pytest.approx(entropy["auroc"].mean())
     with pytest.raises(ValueError, match="held_out_classes must be a list of integers"):
-        mnist.held_out_class_experiment(["map"], data.train, data.test, held_out_classes=3,
-                                        epochs=1, batch_size=50, n_samples=1)
+        mnist.held_out_class_runs(["map"], data.train, held_out_classes=3, epochs=1, batch_size=50)
+    with pytest.raises(ValueError, match="at least one class"):
+        mnist.held_out_class_experiment({}, data.test, n_samples=1)
 
 
 def test_figures(trained, data):

@@ -95,9 +95,10 @@ def test_book_copy_is_current_and_a_preview_says_so(source):
         f"{copy} was made from an older version of {source.name}; {hint}"
     )
     info = next(cell for cell in executed.cells if runner.RUN_INFO_TAG in cell.metadata.get("tags", []))
-    if meta["profile"] == "full":
+    if meta["profile"] in runner.RESULT_PROFILES:
         results = json.loads((runner.BOOK_DIR / "results" / f"{source.stem}.json").read_text())
-        assert (results["notebook"], results["profile"], results["commit"]) == (source.stem, "full", meta["commit"])
+        assert (results["notebook"], results["profile"], results["commit"]) == (
+            source.stem, meta["profile"], meta["commit"])
         assert "Preview" not in info.source
     else:
         assert "Preview, not a result" in info.source, f"{copy} is a {meta['profile']} run without the preview warning"

@@ -83,6 +83,12 @@ class RandomCropFlip:
     def __repr__(self) -> str:
         return f"RandomCropFlip(size={self.size}, padding={self.padding}, flip={self.flip})"
 
+    def store_key(self) -> dict:
+        """What decides the augmentation, for the run store's key."""
+        return {"kind": "random_crop_flip", "size": self.size, "padding": self.padding,
+                "flip": self.flip, "mean": list(self.pixel_range.mean),
+                "std": list(self.pixel_range.std)}
+
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.pixel_range.n_channels:
             raise ValueError(f"x must be images [B, {self.pixel_range.n_channels}, H, W], got "

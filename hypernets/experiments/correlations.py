@@ -31,7 +31,7 @@ from scipy import stats
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.data import load_mnist_splits
+from hypernets.data import ImageSplits, load_mnist_splits
 from hypernets.evaluation import predict_probs
 from hypernets.likelihoods import Likelihood
 from hypernets.methods.base import Method
@@ -40,7 +40,7 @@ from hypernets.reference_posterior import (
     ReferencePosterior,
     nuts_posterior,
 )
-from hypernets.runs import TrainedMethod, train_methods
+from hypernets.runs import RunRequest, TrainedMethod, run_requests, train_runs
 from hypernets.seeding import seeded
 from hypernets.targets import Linear, Params, TargetNet, get_target
 from hypernets.validation import check_int, check_positive, check_positive_int
@@ -105,6 +105,14 @@ class CorrelationResult:
     pvalues: pd.DataFrame
 
 
+def correlation_runs(methods: Sequence[str], data: ImageSplits, *, epochs: int, batch_size: int,
+                     device: str | torch.device = "cpu", seed: int = 0,
+                     options: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunRequest]:
+    """The MNIST runs of :func:`run_correlations` (Bayesian Hypernetworks' MLP)."""
+    return run_requests(methods, get_target("mnist_mlp"), data.train.x, data.train.y, epochs=epochs,
+                        batch_size=batch_size, device=device, seed=seed, options=options)
+
+
 def run_correlations(methods: Sequence[str], *, n_train: int | None, n_test: int | None, epochs: int,
                      batch_size: int, n_weight_samples: int, n_pairs: int, device: str | torch.device = "cpu",
                      seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None) -> CorrelationResult:
@@ -117,8 +125,8 @@ def run_correlations(methods: Sequence[str], *, n_train: int | None, n_test: int
     are those of working classifiers.
     """
     data = load_mnist_splits(n_train, n_test, seed=seed)
-    trained = train_methods(methods, get_target("mnist_mlp"), data.train.x, data.train.y, epochs=epochs,
-                            batch_size=batch_size, device=device, seed=seed, options=options)
+    trained = train_runs(correlation_runs(methods, data, epochs=epochs, batch_size=batch_size,
+                                          device=device, seed=seed, options=options))
     rows = {}
     for run in trained.values():
         probs = predict_probs(run, data.test.x, n_weight_samples, seed=seed)
@@ -263,6 +271,15 @@ def mirrored_starts(target: TargetNet, num_chains: int, seed: int = 0) -> Params
     return {name: torch.cat([value, -value]) for name, value in half.items()}
 
 
+def product_runs(methods: Sequence[str], data: ProductData, *, steps: int,
+                 device: str | torch.device = "cpu", seed: int = 0,
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunRequest]:
+    """The full-batch runs of :func:`run_product` on the product network."""
+    return run_requests(methods, product_network(), data.x, data.y, steps=steps,
+                        batch_size=len(data.x), likelihood=HeteroscedasticGaussian(),
+                        device=device, seed=seed, options=options)
+
+
 def run_product(methods: Sequence[str], *, n_points: int, steps: int, n_samples: int,
                 nuts: Mapping[str, int], device: str | torch.device = "cpu", seed: int = 0,
                 prior_std: float = 1.0, options: Mapping[str, Mapping[str, Any]] | None = None) -> ProductResult:
@@ -275,8 +292,8 @@ def run_product(methods: Sequence[str], *, n_points: int, steps: int, n_samples:
     """
     data = product_data(n_points, seed=seed)
     target, likelihood = product_network(), HeteroscedasticGaussian()
-    trained = train_methods(methods, target, data.x, data.y, steps=steps, batch_size=len(data.x),
-                            likelihood=likelihood, device=device, seed=seed, options=options)
+    trained = train_runs(product_runs(methods, data, steps=steps, device=device, seed=seed,
+                                      options=options))
     nuts = dict(nuts)
     starts = mirrored_starts(target, nuts.get("num_chains", 0), seed)
     reference = nuts_posterior(target, likelihood, data.x, data.y, prior_std=prior_std, seed=seed,

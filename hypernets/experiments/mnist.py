@@ -34,7 +34,7 @@ from hypernets.evaluation import (
     predict_probs,
 )
 from hypernets.published import method_label as published_label
-from hypernets.runs import TrainedMethod, train_methods
+from hypernets.runs import RunRequest, TrainedMethod, run_requests
 from hypernets.targets import mnist_mlp
 from hypernets.validation import check_int, check_int_list
 
@@ -153,30 +153,43 @@ def held_out_split(data: ImageData, held_out: int) -> tuple[Tensor, Tensor, Tens
     return data.x[inside], labels - (labels > held_out).long(), data.x[~inside]
 
 
-def held_out_class_experiment(methods: Sequence[str], train: ImageData, test: ImageData, *,
-                              held_out_classes: Sequence[int], epochs: int, batch_size: int,
-                              n_samples: int, hidden: Sequence[int] = (256, 256, 256),
-                              device: str | torch.device = "cpu", seed: int = 0,
-                              options: Mapping[str, Mapping[str, Any]] | None = None,
-                              scores: Mapping[str, str] = OOD_SCORES,
-                              eval_batch_size: int = 1000) -> pd.DataFrame:
-    """Train on all classes but one, detect the held-out class; once per class in ``held_out_classes``.
+def held_out_class_runs(methods: Sequence[str], train: ImageData, *,
+                        held_out_classes: Sequence[int], epochs: int, batch_size: int,
+                        hidden: Sequence[int] = (256, 256, 256),
+                        device: str | torch.device = "cpu", seed: int = 0,
+                        options: Mapping[str, Mapping[str, Any]] | None = None,
+                        precision: str = "fp32") -> dict[int, list[RunRequest]]:
+    """The runs of the held-out-class setting: per class, ``methods`` trained on the others.
 
-    The target is :func:`mnist_mlp` with ``hidden`` and one output per remaining class. The
-    in-distribution test set is the test images of the other classes, the outliers the test
-    images of the held-out class. Returns one row per (held_out, method, score): ``held_out,
-    method, label, error_pct`` (on the remaining classes), ``score`` and :data:`OOD_METRICS`.
+    The target is :func:`mnist_mlp` with ``hidden`` and one output per remaining class.
     """
     held_out_classes = check_int_list("held_out_classes", held_out_classes, minimum=0,
                                       maximum=len(train.classes) - 1)
-    tables = []
+    runs = {}
     for held_out in held_out_classes:
         x_train, y_train, _ = held_out_split(train, held_out)
-        x_in, y_in, x_out = held_out_split(test, held_out)
         target = mnist_mlp(len(train.classes) - 1, hidden)
-        trained = train_methods(methods, target, x_train, y_train, epochs=epochs,
-                                batch_size=batch_size, device=device, seed=seed, options=options)
-        for name, run in trained.items():
+        runs[held_out] = run_requests(methods, target, x_train, y_train, epochs=epochs,
+                                      batch_size=batch_size, device=device, seed=seed,
+                                      options=options, precision=precision)
+    return runs
+
+
+def held_out_class_experiment(trained: Mapping[int, Mapping[str, TrainedMethod]],
+                              test: ImageData, *, n_samples: int,
+                              scores: Mapping[str, str] = OOD_SCORES,
+                              eval_batch_size: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Detect each held-out class with the runs trained without it (:func:`held_out_class_runs`).
+
+    ``trained`` maps each held-out class to its trained runs. The in-distribution test set is
+    the test images of the other classes, the outliers the test images of the held-out class.
+    Returns one row per (held_out, method, score): ``held_out, method, label, error_pct`` (on
+    the remaining classes), ``score`` and :data:`OOD_METRICS`.
+    """
+    tables = []
+    for held_out, runs in trained.items():
+        x_in, y_in, x_out = held_out_split(test, held_out)
+        for name, run in runs.items():
             probs_in = predict_probs(run, x_in, n_samples, batch_size=eval_batch_size, seed=seed)
             probs_out = predict_probs(run, x_out, n_samples, batch_size=eval_batch_size, seed=seed)
             table = ood_table(probs_in, probs_out, scores)
@@ -185,6 +198,8 @@ def held_out_class_experiment(methods: Sequence[str], train: ImageData, test: Im
             table.insert(0, "method", name)
             table.insert(0, "held_out", held_out)
             tables.append(table)
+    if not tables:
+        raise ValueError("held_out_class_experiment needs the trained runs of at least one class")
     return pd.concat(tables, ignore_index=True)
 
 

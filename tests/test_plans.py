@@ -1,0 +1,121 @@
+"""Chapter plans: the runs a notebook trains, shared between chapters, trained by --train-only."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypernets import plans, runner
+from hypernets.book import load_profiles, resolve_parameters
+from hypernets.runs import key_document
+from hypernets.store import RunStore, request_hash
+
+#: Small sizes for every run, so that building and keying the plans takes seconds.
+SMALL = {"n_train": 64, "n_test": 32, "epochs": 1, "batch_size": 32, "curve_samples": 1,
+         "options": {"ensemble": {"n_members": 2, "precision": "bf16"},
+                     "bbh": {"train_samples": 2, "kl_estimator": "per_weight"},
+                     "hypergan": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16}}}
+
+
+def params(notebook: str, profile: str, **overrides):
+    names = load_profiles(notebook)[profile]
+    return resolve_parameters(notebook, profile, **{name: overrides.get(name) for name in names})
+
+
+def keys(plan) -> dict[str, str]:
+    return {request.name: request_hash(key_document(request, request.build()))
+            for request in plan.requests}
+
+
+def test_every_plan_is_for_a_notebook_with_profiles():
+    notebooks = set(load_profiles.__globals__["available_notebooks"]())
+    assert set(plans.PLANS) <= notebooks
+
+
+@pytest.mark.parametrize("setting", ["device", "seed", "n_train", "n_test", "epochs", "batch_size",
+                                     "precision", "curve_samples", "eval_batch_size"])
+def test_the_mnist_table_and_the_adversarial_chapter_share_their_full_runs(setting):
+    """Both train the same LeNet runs; the store trains them once only if every setting agrees."""
+    table, attack = (load_profiles(nb)["full"] for nb in ("mnist_table", "adversarial"))
+    assert table[setting] == attack[setting]
+    for method in attack["methods"]:
+        assert table["options"].get(method) == attack["options"].get(method)
+
+
+def test_shared_runs_have_one_key_and_other_settings_another():
+    table = keys(plans.mnist_table(params("mnist_table", "smoke", **SMALL)))
+    attack = keys(plans.adversarial(params("adversarial", "smoke", **SMALL)))
+    shared = set(table) & set(attack)
+    assert shared == {"map", "mc_dropout", "ensemble", "bbb", "bbh", "hypergan"}
+    assert all(table[name] == attack[name] for name in shared)
+    other = keys(plans.adversarial(params("adversarial", "smoke", **{**SMALL, "seed": 1})))
+    assert not set(other.values()) & set(table.values())
+
+
+def test_train_only_stores_what_the_notebook_then_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
+    small = {key: str(value) for key, value in SMALL.items() if key != "options"}
+    arguments = [item for key, value in small.items() for item in ("-p", key, value)]
+    arguments += ["-p", "options", str(SMALL["options"]), "-p", "methods", "[map, ensemble]"]
+    assert runner.main(["--train-only", *arguments, "adversarial"]) == 0
+    printed = capsys.readouterr().out
+    assert "methods/map: trained" in printed and "methods/ensemble: trained" in printed
+    resolved = params("adversarial", "smoke", methods=["map", "ensemble"],
+                      **{**SMALL})
+    trained = plans.adversarial(resolved).train("methods", store=RunStore(tmp_path))
+    assert all(run.loaded for run in trained.values())
+    assert runner.main(["--train-only", *arguments, "adversarial"]) == 0
+    assert "methods/map: in the store" in capsys.readouterr().out
+
+
+def test_train_only_refuses_a_notebook_without_a_plan(capsys):
+    assert runner.main(["--train-only", "data_tour"]) == 2
+    assert "data_tour has no run plan" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("notebook", sorted(plans.PLANS))
+def test_every_plan_builds_at_smoke_with_valid_requests(notebook):
+    plan = plans.PLANS[notebook](params(notebook, "smoke"))
+    assert plan.requests and all(request.total_steps() > 0 for request in plan.requests)
+    for group in plan.groups.values():
+        assert len({request.name for request in group}) == len(group)
+
+
+def test_the_correlation_chapter_loads_what_its_plan_trained(tmp_path, monkeypatch):
+    from hypernets.experiments import correlations
+
+    monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
+    resolved = params("weight_correlations", "smoke", correlation_methods=["bbb", "bhn"],
+                      product_methods=["map", "bbb"], product_steps=5, n_train=64, n_test=32)
+    plans.weight_correlations(resolved).train_all()
+    weights = correlations.run_correlations(
+        resolved["correlation_methods"], n_train=64, n_test=32, epochs=resolved["epochs"],
+        batch_size=resolved["batch_size"], n_weight_samples=resolved["n_weight_samples"],
+        n_pairs=10, seed=resolved["seed"], options=resolved["correlation_options"])
+    assert all(run.loaded for run in weights.trained.values())
+    product = correlations.run_product(
+        resolved["product_methods"], n_points=resolved["product_points"], steps=5, n_samples=10,
+        nuts={"num_chains": 2, "warmup_steps": 4, "num_samples": 4, "max_tree_depth": 2},
+        seed=resolved["seed"], options=resolved["product_options"])
+    assert all(run.loaded for run in product.trained.values())
+
+
+@pytest.mark.parametrize("notebook", sorted(plans.PLANS))
+def test_the_paper_profile_resolves_to_the_papers_schedules(notebook):
+    plan = plans.PLANS[notebook](params(notebook, "paper"))
+    assert all(request.device == "cpu" for request in plan.requests)  # resolves here, -p device cuda on a GPU
+    epochs = {"mnist_table": 100, "adversarial": 100, "anomaly_detection": 100, "cifar5_table": 200}
+    if notebook in epochs:
+        steps_per_epoch = -(-len(plan.data.train) // 100)
+        main = next(iter(plan.groups.values()))
+        assert {request.total_steps() for request in main} == {epochs[notebook] * steps_per_epoch}
+
+
+def test_estimate_times_every_run_without_storing_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
+    arguments = ["-p", "n_train", "64", "-p", "n_test", "32", "-p", "methods", "[map, ensemble]",
+                 "-p", "options", str(SMALL["options"])]
+    assert runner.main(["--estimate", *arguments, "adversarial"]) == 0
+    printed = capsys.readouterr().out
+    assert "ms_per_step" in printed and "h still to train on this machine" in printed
+    assert not any(tmp_path.iterdir())
+    assert runner.main(["--train-only", "--estimate", *arguments, "adversarial"]) == 2
