@@ -89,15 +89,22 @@ def timed(step, repeats: int, warmup: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def method_step(name: str, options: dict, precision: str, x, y, target: str = "lenet"):
+def method_step(name: str, options: dict, precision: str, x, y, target: str = "lenet",
+                compiled: bool = False):
     torch.manual_seed(0)
     method = make_method(name, get_target(target), Categorical(), **options)
     method.train()
     optimizer = method.configure_optimizer()
 
+    def loss_of(xb, yb):
+        return method.training_loss(xb, yb, n_train=60000, epoch=1.0)[0]
+
+    # torch.compile (inductor's C++ backend): the loss and its backward; the optimiser stays eager
+    loss_fn = torch.compile(loss_of) if compiled else loss_of
+
     def step():
         with autocast("cpu", precision):
-            loss, _ = method.training_loss(x, y, n_train=60000, epoch=1.0)
+            loss = loss_fn(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -166,6 +173,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each method's step with the loss compiled by torch.compile")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, one repeat: checks that the benchmark runs")
     parser.add_argument("--output", type=Path)
@@ -186,17 +195,27 @@ def main(argv=None) -> pd.DataFrame:
         f"cpu_core-{args.target}-" + re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-") + ".json")
     rows = []
     configs = [(name, "method", precision) for name in args.methods for precision in args.precisions]
+    if args.compile:
+        configs += [(name, "compiled", precision) for name in args.methods
+                    for precision in args.precisions]
     if args.target == "lenet":
         configs += [(f"plain x{k}", "plain", precision) for k in (1, 2 if args.quick else 10)
                     for precision in args.precisions]
     for name, kind, precision in configs:
-        if kind == "method":
-            step, flops = method_step(name, dict(options.get(name, {})), precision, x, y, args.target)
+        if kind in ("method", "compiled"):
+            step, flops = method_step(name, dict(options.get(name, {})), precision, x, y, args.target,
+                                      compiled=kind == "compiled")
         else:
             step, flops = plain_step(int(name.split("x")[1]), precision, x, y)
         gflop = flops() / 1e9
+        started = time.perf_counter()
+        step()  # the first step: compilation, for a compiled loss
+        first_step_s = time.perf_counter() - started
         ms = timed(step, repeats, warmup)
-        rows.append({"what": name, "precision": precision, "ms_per_step": ms, "gflop_per_step": gflop,
+        if kind == "compiled":
+            name = f"{name} compiled"
+        rows.append({"what": name, "precision": precision, "ms_per_step": ms,
+                     "first_step_s": first_step_s, "gflop_per_step": gflop,
                      "gflop_per_s": gflop / ms * 1e3,
                      "fraction_of_bf16_matmul": gflop / ms * 1e3 / rates["bf16"]})
         print(f"{name:>12} {precision}: {ms:8.1f} ms  {gflop:6.2f} GFLOP  {gflop / ms * 1e3:7.1f} GFLOP/s",

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernets.data import ImageSplits, load_cifar5_splits, load_mnist_splits
-from hypernets.experiments import cifar, correlations, mnist
+from hypernets.data import (ImageSplits, load_cifar5_splits, load_mnist, load_mnist_splits,
+                            toy_regression)
+from hypernets.experiments import cifar, correlations, diversity, mnist
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
                             run_requests, train_runs)
 from hypernets.store import RunStore
@@ -130,11 +131,35 @@ def weight_correlations(params: Mapping[str, Any]) -> ChapterPlan:
     })
 
 
+def diversity_ablation(params: Mapping[str, Any]) -> ChapterPlan:
+    """HyperGAN's ablation on MNIST (``ablation``) and HyperGAN-MI on the toy (``mi_toy``),
+    with the arguments the notebook gives :func:`~hypernets.experiments.diversity.run_ablation`
+    and :func:`~hypernets.experiments.diversity.run_mi_toy`."""
+    train = load_mnist("train").subset(params["n_train"], seed=params["seed"])
+    test = load_mnist("test").subset(params["n_test"], seed=params["seed"])
+    toy = toy_regression(noise_std=3.0, seed=params["seed"])
+    return ChapterPlan({"train": train, "test": test, "toy": toy}, {
+        "ablation": diversity.ablation_runs(
+            train.x, train.y, test.x, test.y, epochs=params["epochs"],
+            batch_size=params["batch_size"], train_samples=params["train_samples"],
+            eval_every=params["eval_every"], n_predict_samples=params["n_predict_samples"],
+            n_diversity_samples=params["n_diversity_samples"],
+            hypergan_options=dict(params["hypergan_options"]), lr=params["lr"],
+            device=params["device"], seed=params["seed"], eval_batch_size=params["eval_batch_size"]),
+        "mi_toy": diversity.mi_toy_runs(
+            toy, beta=params["mi_beta"], steps=params["toy_steps"],
+            train_samples=params["toy_train_samples"], eval_every=params["toy_eval_every"],
+            n_samples=params["toy_n_samples"], mi_options=dict(params["mi_options"]),
+            lr=params["toy_lr"], device=params["device"], seed=params["seed"]),
+    })
+
+
 #: Notebook name -> the function that plans its runs from its resolved parameters.
 PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "mnist_table": mnist_table,
     "adversarial": adversarial,
     "anomaly_detection": anomaly_detection,
     "cifar5_table": cifar5_table,
+    "diversity_ablation": diversity_ablation,
     "weight_correlations": weight_correlations,
 }

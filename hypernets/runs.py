@@ -110,7 +110,8 @@ class RunRequest:
     ``options`` are the run's options as a profile gives them (constructor options and
     :data:`FIT_OPTIONS`); ``epochs`` or ``steps``, ``batch_size`` and ``precision`` are the
     shared settings that a run's own options override. ``evaluate`` (e.g. :class:`TestError`)
-    runs after every epoch and must have a ``store_key()``; so must ``transform``.
+    runs every ``eval_every`` epochs and at the end, and must have a ``store_key()``; so must
+    ``transform``.
     """
 
     name: str
@@ -127,6 +128,10 @@ class RunRequest:
     transform: Transform | None = None
     evaluate: Callable[[Method], dict[str, float]] | None = None
     precision: str = "fp32"
+    eval_every: int = 1
+
+    def __post_init__(self):
+        check_positive_int(f"run {self.name!r}: eval_every", self.eval_every)
 
     def settings(self) -> dict[str, Any]:
         """The resolved training settings: method, constructor options, epochs or steps,
@@ -206,6 +211,9 @@ def key_document(request: RunRequest, method: Method) -> dict[str, Any]:
         "device": torch.device(request.device).type,
         "transform": _hook_key("transform", request.transform),
         "evaluate": _hook_key("evaluate", request.evaluate),
+        # Evaluated every epoch unless the document says otherwise (keys stay those of format 1).
+        **({"eval_every": request.eval_every}
+           if request.evaluate is not None and request.eval_every != 1 else {}),
     }
 
 
@@ -260,8 +268,8 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
         fit_kwargs = dict(epochs=settings["epochs"], steps=settings["steps"],
                           batch_size=settings["batch_size"], lr=settings["lr"], device=device,
                           seed=request.seed, transform=request.transform,
-                          evaluate=request.evaluate, precision=settings["precision"],
-                          progress=progress, on_step=on_step)
+                          evaluate=request.evaluate, eval_every=request.eval_every,
+                          precision=settings["precision"], progress=progress, on_step=on_step)
         if store is None:
             history = fit(method, request.x, request.y, **fit_kwargs)
         else:

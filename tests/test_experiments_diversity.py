@@ -89,7 +89,7 @@ def test_ablation_is_deterministic(ablation):
 def test_evaluator_leaves_training_unchanged_and_scores_a_point_mass():
     x, y = tiny_classification(40, seed=0)
     runs = []
-    for evaluate in (None, dv.ablation_evaluator(x, y, n_predict_samples=4, n_diversity_samples=5)):
+    for evaluate in (None, dv.AblationEvaluator(x, y, n_predict_samples=4, n_diversity_samples=5)):
         torch.manual_seed(0)
         method = MAP(tiny_target(), Categorical())
         history = fit(method, x, y, epochs=2, batch_size=20, progress=False, evaluate=evaluate)

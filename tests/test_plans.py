@@ -119,3 +119,27 @@ def test_estimate_times_every_run_without_storing_it(tmp_path, monkeypatch, caps
     assert "ms_per_step" in printed and "h still to train on this machine" in printed
     assert not any(tmp_path.iterdir())
     assert runner.main(["--train-only", "--estimate", *arguments, "adversarial"]) == 2
+
+
+def test_the_diversity_chapter_loads_what_its_plan_trained(tmp_path, monkeypatch):
+    from hypernets.experiments import diversity
+
+    monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
+    resolved = params("diversity_ablation", "smoke", toy_steps=4)
+    plan = plans.diversity_ablation(resolved)
+    plan.train_all()
+    train, test, toy = plan.data["train"], plan.data["test"], plan.data["toy"]
+    stored = {path.name for path in tmp_path.iterdir()}
+    diversity.run_ablation(
+        train.x, train.y, test.x, test.y, epochs=resolved["epochs"], batch_size=resolved["batch_size"],
+        train_samples=resolved["train_samples"], eval_every=resolved["eval_every"],
+        n_predict_samples=resolved["n_predict_samples"],
+        n_diversity_samples=resolved["n_diversity_samples"],
+        hypergan_options=dict(resolved["hypergan_options"]), lr=resolved["lr"],
+        device=resolved["device"], seed=resolved["seed"], eval_batch_size=resolved["eval_batch_size"])
+    diversity.run_mi_toy(
+        toy, beta=resolved["mi_beta"], steps=4, train_samples=resolved["toy_train_samples"],
+        eval_every=resolved["toy_eval_every"], n_samples=resolved["toy_n_samples"],
+        mi_options=dict(resolved["mi_options"]), lr=resolved["toy_lr"], device=resolved["device"],
+        seed=resolved["seed"])
+    assert {path.name for path in tmp_path.iterdir()} == stored  # nothing new was trained

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,26 +34,29 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ToyRegression
-from hypernets.likelihoods import Categorical, Gaussian
+from hypernets.likelihoods import Gaussian
 from hypernets.methods.base import Method
-from hypernets.methods.registry import make_method
 from hypernets.plots import metric_panels, plot_toy_data
 from hypernets.seeding import seeded
 from hypernets.targets import TargetNet, get_target
-from hypernets.training import fit, predict
+from hypernets.runs import RunRequest, train_runs
+from hypernets.training import predict, tensor_digest
 from hypernets.validation import check_int, check_positive
 
 __all__ = [
     "ABLATION_VARIANTS",
     "MI_VARIANTS",
     "TENSOR_PREFIX",
+    "AblationEvaluator",
+    "WeightDiversity",
     "ablation_claims",
-    "ablation_evaluator",
+    "ablation_runs",
     "ablation_summary",
     "band_widths",
     "claims_markdown",
     "diversity_by_tensor",
     "mi_toy_claims",
+    "mi_toy_runs",
     "mi_toy_summary",
     "plot_ablation",
     "plot_diversity_by_tensor",
@@ -97,25 +100,29 @@ def _check_variants(variants: Sequence[str], known: Mapping[str, Any], what: str
 # ---------------------------------------------------------------------------------------------
 
 
-def ablation_evaluator(x_test: Tensor, y_test: Tensor, *, n_predict_samples: int,
-                       n_diversity_samples: int = 100, batch_size: int = 1000,
-                       seed: int = 0) -> Callable[[Method], dict[str, float]]:
-    """The ``evaluate`` of :func:`hypernets.training.fit` for the ablation.
+class AblationEvaluator:
+    """The per-epoch evaluation of the ablation (the ``evaluate`` of its runs).
 
-    Returns a function of a method giving ``accuracy`` (of the mean predictive of
+    Called with a method it gives ``accuracy`` (of the mean predictive of
     ``n_predict_samples`` sampled nets on ``x_test``), ``single_net_accuracy`` (the mean over
     those nets of each one's own accuracy), ``diversity`` (of ``n_diversity_samples`` sampled
     weight sets, the paper's 100) and the diversity of each weight tensor under the key
     ``TENSOR_PREFIX + name``. Its sampling uses a fork of the global RNG seeded with ``seed``,
     so it leaves training untouched.
     """
-    check_int("n_predict_samples", n_predict_samples, minimum=1)
-    check_int("n_diversity_samples", n_diversity_samples, minimum=2)
 
-    def evaluate(method: Method) -> dict[str, float]:
-        with seeded(seed, method.device), torch.no_grad():
-            params = method.sample_params(n_diversity_samples)
-            probs = predict(method, x_test, n_predict_samples, batch_size=batch_size)
+    def __init__(self, x_test: Tensor, y_test: Tensor, *, n_predict_samples: int,
+                 n_diversity_samples: int = 100, batch_size: int = 1000, seed: int = 0):
+        self.x_test, self.y_test = x_test, y_test
+        self.n_predict_samples = check_int("n_predict_samples", n_predict_samples, minimum=1)
+        self.n_diversity_samples = check_int("n_diversity_samples", n_diversity_samples, minimum=2)
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, method: Method) -> dict[str, float]:
+        with seeded(self.seed, method.device), torch.no_grad():
+            params = method.sample_params(self.n_diversity_samples)
+            probs = predict(method, self.x_test, self.n_predict_samples, batch_size=self.batch_size)
+        y_test = self.y_test.to(probs.device)
         single = [metrics.accuracy(probs[s:s + 1], y_test) for s in range(probs.shape[0])]
         by_tensor = metrics.weight_norm_diversity_by_tensor(params)
         return {"accuracy": metrics.accuracy(probs, y_test),
@@ -124,31 +131,23 @@ def ablation_evaluator(x_test: Tensor, y_test: Tensor, *, n_predict_samples: int
                 "diversity": float(by_tensor.mean()),
                 **{f"{TENSOR_PREFIX}{name}": float(value) for name, value in by_tensor.items()}}
 
-    return evaluate
+    def store_key(self) -> dict[str, Any]:
+        return {"kind": "hypergan_ablation", "x": tensor_digest(self.x_test)["sha256"],
+                "y": tensor_digest(self.y_test)["sha256"],
+                "n_predict_samples": self.n_predict_samples,
+                "n_diversity_samples": self.n_diversity_samples, "batch_size": self.batch_size,
+                "seed": self.seed}
 
 
-def run_ablation(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
-                 variants: Sequence[str] = tuple(ABLATION_VARIANTS), epochs: int,
-                 batch_size: int = 32, train_samples: int = 32, eval_every: int = 1,
-                 n_predict_samples: int = 10, n_diversity_samples: int = 100,
-                 target: str | TargetNet = "mnist_small_conv",
-                 hypergan_options: Mapping[str, Any] | None = None,
-                 device: str | torch.device = "cpu", seed: int = 0,
-                 lr: float | None = None, eval_batch_size: int = 1000,
-                 progress: bool = False) -> pd.DataFrame:
-    """Train each HyperGAN variant on (x_train, y_train) and score it over training.
-
-    ``variants`` are names of :data:`ABLATION_VARIANTS`; ``hypergan_options`` go to every
-    variant's constructor (sizes), except ``beta``, the adversarial weight, which goes to the
-    variants with a discriminator only. Each variant is built after seeding the global RNG
-    with ``seed`` and trained by :func:`fit` with that seed, so all see the same mini-batches.
-    ``train_samples`` nets are sampled per step (the paper's S = 32).
-
-    Returns one row per (variant, evaluated epoch), epoch 0 being the untrained method:
-    ``variant, epoch, step, accuracy, single_net_accuracy, diversity``, one
-    ``diversity:<tensor>`` column per weight tensor, the epoch's mean training ``loss`` and
-    ``nll`` (NaN at epoch 0) and the cumulative training time ``time_total_s``.
-    """
+def ablation_runs(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
+                  variants: Sequence[str] = tuple(ABLATION_VARIANTS), epochs: int,
+                  batch_size: int = 32, train_samples: int = 32, eval_every: int = 1,
+                  n_predict_samples: int = 10, n_diversity_samples: int = 100,
+                  target: str | TargetNet = "mnist_small_conv",
+                  hypergan_options: Mapping[str, Any] | None = None,
+                  device: str | torch.device = "cpu", seed: int = 0,
+                  lr: float | None = None, eval_batch_size: int = 1000) -> list[RunRequest]:
+    """The runs of :func:`run_ablation`, one per variant (its arguments)."""
     variants = _check_variants(variants, ABLATION_VARIANTS, "ablation")
     check_int("epochs", epochs, minimum=1)
     check_int("eval_every", eval_every, minimum=1)
@@ -158,29 +157,49 @@ def run_ablation(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
         raise ValueError(f"hypergan_options must not set {clashes}: the variants and "
                          "train_samples set them")
     target = get_target(target) if isinstance(target, str) else target
-    device = torch.device(device)
-    # The test set lives on the device once, rather than being copied at every evaluation.
-    x_test = x_test.to(device)
-    evaluate = ablation_evaluator(x_test, y_test.cpu(), n_predict_samples=n_predict_samples,
-                                  n_diversity_samples=n_diversity_samples,
-                                  batch_size=eval_batch_size, seed=seed)
-    rows = []
+    evaluate = AblationEvaluator(x_test, y_test, n_predict_samples=n_predict_samples,
+                                 n_diversity_samples=n_diversity_samples,
+                                 batch_size=eval_batch_size, seed=seed)
+    requests = []
     for name in variants:
-        torch.manual_seed(seed)
         switches = ABLATION_VARIANTS[name]
         # The adversarial weight means nothing without a discriminator (HyperGAN refuses it).
         variant_options = {key: value for key, value in options.items()
                            if key != "beta" or switches["use_discriminator"]}
-        method = make_method("hypergan", target, Categorical(), train_samples=train_samples,
-                             **switches, **variant_options)
-        method.to(device).eval()
-        with torch.no_grad():
-            rows.append({"variant": name, "epoch": 0, "step": 0, **evaluate(method),
-                         "time_total_s": 0.0})
-        history = fit(method, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                      device=device, seed=seed, evaluate=evaluate, eval_every=eval_every,
-                      progress=progress)
-        rows += [{"variant": name, **record} for record in history if "diversity" in record]
+        run_options = {"method": "hypergan", "train_samples": train_samples, **switches,
+                       **variant_options, **({} if lr is None else {"lr": lr})}
+        requests.append(RunRequest(name, target, x_train, y_train, batch_size, epochs=epochs,
+                                   device=device, seed=seed, options=run_options,
+                                   evaluate=evaluate, eval_every=eval_every))
+    return requests
+
+
+def run_ablation(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *,
+                 store: Any = "default", **settings: Any) -> pd.DataFrame:
+    """Train (or load from the run store) each HyperGAN variant and score it over training.
+
+    ``settings`` are those of :func:`ablation_runs`: ``variants`` are names of
+    :data:`ABLATION_VARIANTS`; ``hypergan_options`` go to every variant's constructor (sizes),
+    except ``beta``, the adversarial weight, which goes to the variants with a discriminator
+    only. Each variant is built after seeding the global RNG with ``seed`` and trained with
+    that seed, so all see the same mini-batches. ``train_samples`` nets are sampled per step
+    (the paper's S = 32).
+
+    Returns one row per (variant, evaluated epoch), epoch 0 being the untrained method:
+    ``variant, epoch, step, accuracy, single_net_accuracy, diversity``, one
+    ``diversity:<tensor>`` column per weight tensor, the epoch's mean training ``loss`` and
+    ``nll`` (NaN at epoch 0) and the cumulative training time ``time_total_s``.
+    """
+    requests = ablation_runs(x_train, y_train, x_test, y_test, **settings)
+    trained = train_runs(requests, store=store)
+    rows = []
+    for request in requests:
+        with seeded(request.seed):
+            untrained = request.build().to(request.device).eval()
+        rows.append({"variant": request.name, "epoch": 0, "step": 0, **request.evaluate(untrained),
+                     "time_total_s": 0.0})
+        rows += [{"variant": request.name, **record} for record in trained[request.name].history
+                 if "diversity" in record]
     table = pd.DataFrame(rows)
     tensors = [column for column in table.columns if column.startswith(TENSOR_PREFIX)]
     return table[["variant", "epoch", "step", "accuracy", "single_net_accuracy", "diversity",
@@ -319,28 +338,31 @@ def band_widths(samples: Tensor, inside: Tensor) -> dict[str, float]:
             "band_ratio": std_out / std_in}
 
 
-def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANTS),
-               beta: float, steps: int, train_samples: int = 32, eval_every: int = 100,
-               n_samples: int = 100, target: str | TargetNet = "toy_mi",
-               mi_options: Mapping[str, Any] | None = None, lr: float | None = None,
-               device: str | torch.device = "cpu", seed: int = 0,
-               progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train HyperGAN-MI on the toy with MI weight ``beta`` and without the regulariser.
+class WeightDiversity:
+    """Per-evaluation weight diversity of ``n_samples`` draws (the MI toy's ``evaluate``),
+    sampled from a fork of the global RNG seeded with ``seed``."""
 
-    Full-batch training (every step sees the 20 points, so steps = epochs) with the toy's
-    noise std in the Gaussian likelihood and ``train_samples`` nets per step;
-    ``mi_options`` go to every variant's constructor. Every ``eval_every`` steps the weight
-    diversity of ``n_samples`` draws is recorded; at the end ``n_samples`` functions are
-    drawn on ``toy.x_grid``.
+    def __init__(self, n_samples: int, seed: int = 0):
+        self.n_samples = check_int("n_samples", n_samples, minimum=2)
+        self.seed = seed
 
-    Returns ``(history, samples)``: ``history`` has one row per (variant, evaluated step) with
-    ``variant, beta, step, loss, nll, mi`` (the step's MINE estimate) ``, diversity``;
-    ``samples`` one row per (variant, sample, grid point): ``variant, sample, x, y``.
-    """
+    def __call__(self, method: Method) -> dict[str, float]:
+        with seeded(self.seed, method.device):
+            return {"diversity": metrics.weight_norm_diversity(method.sample_params(self.n_samples))}
+
+    def store_key(self) -> dict[str, Any]:
+        return {"kind": "weight_diversity", "n_samples": self.n_samples, "seed": self.seed}
+
+
+def mi_toy_runs(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANTS),
+                beta: float, steps: int, train_samples: int = 32, eval_every: int = 100,
+                n_samples: int = 100, target: str | TargetNet = "toy_mi",
+                mi_options: Mapping[str, Any] | None = None, lr: float | None = None,
+                device: str | torch.device = "cpu", seed: int = 0) -> list[RunRequest]:
+    """The runs of :func:`run_mi_toy`, one per variant (its arguments)."""
     variants = _check_variants(variants, MI_VARIANTS, "MI toy")
     check_int("steps", steps, minimum=1)
     check_int("eval_every", eval_every, minimum=1)
-    check_int("n_samples", n_samples, minimum=2)
     check_positive("beta (the regularised variant's weight)", beta)
     options = dict(mi_options or {})
     clashes = sorted(set(options) & {"beta", "train_samples"})
@@ -348,32 +370,50 @@ def run_mi_toy(toy: ToyRegression, *, variants: Sequence[str] = tuple(MI_VARIANT
         raise ValueError(f"mi_options must not set {clashes}: beta and train_samples are "
                          "arguments of run_mi_toy")
     target = get_target(target) if isinstance(target, str) else target
-    device = torch.device(device)
-    grid = toy.x_grid
-
-    def diversity(method: Method) -> dict[str, float]:
-        with seeded(seed, method.device):
-            return {"diversity": metrics.weight_norm_diversity(method.sample_params(n_samples))}
-
-    history_rows, sample_tables = [], []
+    evaluate = WeightDiversity(n_samples, seed)
+    requests = []
     for name in variants:
         variant_beta = beta if MI_VARIANTS[name] is None else MI_VARIANTS[name]
-        torch.manual_seed(seed)
-        method = make_method("hypergan_mi", target, Gaussian(toy.noise_std), beta=variant_beta,
-                             train_samples=train_samples, **options)
-        history = fit(method, toy.x, toy.y, steps=steps, batch_size=len(toy.x), lr=lr,
-                      device=device, seed=seed, evaluate=diversity, eval_every=eval_every,
-                      progress=progress)
-        for record in history:
+        run_options = {"method": "hypergan_mi", "beta": variant_beta,
+                       "train_samples": train_samples, **options,
+                       **({} if lr is None else {"lr": lr})}
+        requests.append(RunRequest(name, target, toy.x, toy.y, len(toy.x), steps=steps,
+                                   likelihood=Gaussian(toy.noise_std), device=device, seed=seed,
+                                   options=run_options, evaluate=evaluate,
+                                   eval_every=eval_every))
+    return requests
+
+
+def run_mi_toy(toy: ToyRegression, *, n_samples: int = 100, store: Any = "default",
+               **settings: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (or load) HyperGAN-MI on the toy with MI weight ``beta`` and without the regulariser.
+
+    ``settings`` are those of :func:`mi_toy_runs`. Full-batch training (every step sees the 20
+    points, so steps = epochs) with the toy's noise std in the Gaussian likelihood and
+    ``train_samples`` nets per step; ``mi_options`` go to every variant's constructor. Every
+    ``eval_every`` steps the weight diversity of ``n_samples`` draws is recorded; at the end
+    ``n_samples`` functions are drawn on ``toy.x_grid``.
+
+    Returns ``(history, samples)``: ``history`` has one row per (variant, evaluated step) with
+    ``variant, beta, step, loss, nll, mi`` (the step's MINE estimate) ``, diversity``;
+    ``samples`` one row per (variant, sample, grid point): ``variant, sample, x, y``.
+    """
+    requests = mi_toy_runs(toy, n_samples=n_samples, **settings)
+    trained = train_runs(requests, store=store)
+    grid = toy.x_grid
+    history_rows, sample_tables = [], []
+    for request in requests:
+        run = trained[request.name]
+        for record in run.history:
             if "diversity" in record:
-                history_rows.append({"variant": name, "beta": variant_beta,
+                history_rows.append({"variant": request.name, "beta": request.options["beta"],
                                      "step": record["step"], "loss": record["loss"],
                                      "nll": record["nll"], "mi": record["mi"],
                                      "diversity": record["diversity"]})
-        with seeded(seed, device):
-            functions = predict(method, grid, n_samples)[..., 0]  # [S, G]
+        with seeded(request.seed, request.device):
+            functions = predict(run.method, grid, n_samples)[..., 0]  # [S, G]
         sample_tables.append(pd.DataFrame({
-            "variant": name,
+            "variant": request.name,
             "sample": np.repeat(np.arange(n_samples), len(grid)),
             "x": np.tile(grid[:, 0].numpy(), n_samples),
             "y": functions.reshape(-1).numpy(),
