@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,12 +234,30 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _trained_with(device: torch.device) -> dict[str, Any]:
-    name = platform.processor() or platform.machine()
+def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _trained_with(device: torch.device) -> dict[str, Any]:
+    name = _device_name(device)
     return {"torch": str(torch.__version__), "device": name, "threads": torch.get_num_threads(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _from_entry(request: RunRequest, settings: dict, method: Method, entry: dict,
+                key: str) -> TrainedMethod:
+    method.load_state_dict(entry["method"])
+    method.to(torch.device(request.device)).eval()
+    return TrainedMethod(request.name, settings["method"], method, entry["train_time_s"],
+                         entry["history"], key, loaded=True)
 
 
 def train_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = False,
@@ -259,10 +278,7 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
             key = request_hash(document)
             entry = store.load(key, document)
             if entry is not None:
-                method.load_state_dict(entry["method"])
-                method.to(device).eval()
-                return TrainedMethod(request.name, settings["method"], method,
-                                     entry["train_time_s"], entry["history"], key, loaded=True)
+                return _from_entry(request, settings, method, entry, key)
         _synchronize(device)
         started = time.perf_counter()
         fit_kwargs = dict(epochs=settings["epochs"], steps=settings["steps"],
@@ -274,6 +290,9 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
             history = fit(method, request.x, request.y, **fit_kwargs)
         else:
             with store.training(key, request.name):
+                entry = store.load(key, document)  # finished by another process meanwhile?
+                if entry is not None:
+                    return _from_entry(request, settings, method, entry, key)
                 history = fit(method, request.x, request.y, checkpoint=store.checkpoint_path(key),
                               resume=True, **fit_kwargs)
         _synchronize(device)
