@@ -68,7 +68,7 @@ def no_cuda(monkeypatch):
 def test_package_profiles_load_and_data_tour_is_listed():
     assert "data_tour" in book.available_notebooks()
     profiles = book.load_profiles("data_tour")
-    assert set(profiles) == {"smoke", "full"}
+    assert set(profiles) == {"smoke", "full", "paper"}
     assert profiles["smoke"]["device"] == "cpu"
 
 
