@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -109,9 +110,12 @@ def plot_training_curves(curves: pd.DataFrame) -> plt.Figure:
     """Test error (log scale) and training loss against epoch, one line per run (a
     :func:`hypernets.evaluation.training_curves` table): how far from converged each run is."""
     panels = {"test_error_pct": "test error (%)", "loss": "training loss per data point"}
-    fig = metric_panels(curves, "epoch", {k: v for k, v in panels.items() if k in curves}, "label",
-                        "epoch")
-    fig.axes[0].set_yscale("log")
+    panels = {column: title for column, title in panels.items() if column in curves}
+    fig = metric_panels(curves, "epoch", panels, "label", "epoch")
+    for ax, column in zip(fig.axes, panels):
+        if (curves[column].dropna() > 0).all():  # the methods' losses differ by decades
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

@@ -258,3 +258,17 @@ def test_figures(trained, data):
     with pytest.raises(ValueError, match="metric must be one of"):
         mnist.plot_ood_scores(results.ood, "accuracy")
     assert math.isclose(results.ecdf["entropy"].max(), math.log(10))
+
+
+def test_training_curves_give_one_row_per_run_and_epoch_and_a_log_figure(data):
+    x, y = data.train.x[:100], data.train.y[:100]
+    requests = runs.run_requests(["map", "mc_dropout"], small_target(), x, y, epochs=3, batch_size=50,
+                                 evaluate=runs.TestError(data.test.x, data.test.y, n_samples=2))
+    trained = runs.train_runs(requests, store=None)
+    curves = evaluation.training_curves(trained)
+    assert list(curves.columns) == ["method", "label", "epoch", "loss", "test_error_pct"]
+    assert len(curves) == 6 and curves["epoch"].tolist() == [1, 2, 3] * 2
+    assert curves["test_error_pct"].between(0, 100).all()
+    fig = plots.plot_training_curves(curves)
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]
+    plt.close(fig)
