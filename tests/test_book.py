@@ -158,6 +158,17 @@ def test_setup_seeds_everything_deterministically(toy_profiles):
     assert torch.are_deterministic_algorithms_enabled()
 
 
+def test_smoke_runs_on_one_thread_and_the_other_profiles_on_every_core(toy_profiles, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the test's own threads stay
+    calls = []
+    monkeypatch.setattr(book, "seed_everything",
+                        lambda seed, device, single_thread: calls.append(single_thread))
+    book.setup("toy", "smoke", **TOY_PARAMS)
+    book.setup("toy", "full", **{**TOY_PARAMS, "device": "cpu"})
+    assert calls == [True, False] and torch.get_num_threads() == threads
+
+
 def test_run_config_is_read_only_with_attribute_access(toy_profiles, capsys):
     cfg = book.setup("toy", "smoke", **{**TOY_PARAMS, "steps": 4})
     assert (cfg.notebook, cfg.profile, cfg.steps, cfg.layers) == ("toy", "smoke", 4, (8, 8))
