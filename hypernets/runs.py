@@ -40,6 +40,10 @@ from hypernets.training import (
 )
 from hypernets.validation import check_choice, check_int, check_positive_int
 
+#: A stored run's checkpoint is written after the first epoch that ends this many seconds
+#: after the last write (every epoch of a long run; not every step of a full-batch one).
+CHECKPOINT_EVERY_S = 30.0
+
 #: Keys of a run's options that set training, not the method's constructor.
 FIT_OPTIONS = ("method", "lr", "epochs", "steps", "batch_size", "precision")
 
@@ -294,7 +298,7 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
                 if entry is not None:
                     return _from_entry(request, settings, method, entry, key)
                 history = fit(method, request.x, request.y, checkpoint=store.checkpoint_path(key),
-                              resume=True, **fit_kwargs)
+                              resume=True, checkpoint_every_s=CHECKPOINT_EVERY_S, **fit_kwargs)
         _synchronize(device)
         # A resumed run's time includes its earlier sittings (fit's history carries them).
         train_time_s = history[-1]["time_total_s"] if history else time.perf_counter() - started

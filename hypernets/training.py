@@ -23,6 +23,7 @@ from hypernets.validation import (
     check_int,
     check_positive,
     check_positive_int,
+    check_real,
 )
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
@@ -94,6 +95,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
         device: str | torch.device = "cpu", seed: int = 0, progress: bool = True,
         transform: Transform | None = None, evaluate: Evaluate | None = None,
         eval_every: int = 1, checkpoint: str | Path | None = None, resume: bool = False,
+        checkpoint_every_s: float = 0.0,
         precision: str = "fp32", on_step: Callable[[int], None] | None = None) -> list[dict]:
     """Train ``method`` on (x, y) with its paper's optimiser; return per-epoch records.
 
@@ -105,7 +107,9 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
     the record. For a Categorical likelihood ``y`` must hold int64 class indices in
     [0, C - 1], C being the target's outputs.
 
-    ``checkpoint`` is written after every epoch (atomically: a temporary file, then a rename).
+    ``checkpoint`` is written after every epoch (atomically: a temporary file, then a rename),
+    or, with ``checkpoint_every_s``, after the first epoch that ends at least that many seconds
+    after the last write, and after the last epoch (full-batch runs have one step an epoch).
     With ``resume`` an existing one is loaded and training continues where it stopped, giving
     the same result as an uninterrupted run; a resumed call may ask for more epochs or steps
     than the run that wrote it (train 2 epochs, then resume to 4). The checkpoint holds a
@@ -149,6 +153,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
         checkpoint = Path(checkpoint)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    checkpoint_every_s = check_real("checkpoint_every_s", checkpoint_every_s, minimum=0.0)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but CUDA is not available")
@@ -183,6 +188,7 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
 
     total_time = history[-1]["time_total_s"] if history else 0.0
     verified = False
+    last_write = time.perf_counter()
     step_precision = autocast(device, precision)  # checked once; re-entered every step
     bar = tqdm(range(start_epoch, n_epochs), disable=not progress, desc=type(method).__name__)
     for epoch in bar:
@@ -224,11 +230,13 @@ def fit(method: Method, x: Tensor, y: Tensor, *, epochs: int | None = None,
                 record.update(evaluate(method))
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4g}")
-        if checkpoint is not None:
+        due = time.perf_counter() - last_write >= checkpoint_every_s or epoch + 1 == n_epochs
+        if checkpoint is not None and due:
             state = _checkpoint_state(fingerprint, method, optimizer, shuffle, epoch + 1, step,
                                       history)
             write_verified(checkpoint, state, verify=not verified)
             verified = True
+            last_write = time.perf_counter()
     method.eval()
     return history
 

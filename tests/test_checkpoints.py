@@ -267,3 +267,17 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     history = fit(_map(), *_toy(), epochs=1, checkpoint=path, resume=True, **RUN)
     assert [r["epoch"] for r in history] == [1]
+
+
+@pytest.mark.parametrize("every_s, writes", [(0.0, 4), (3600.0, 1)])
+def test_checkpoints_of_short_epochs_are_coalesced_but_the_last_is_written(tmp_path, monkeypatch,
+                                                                          every_s, writes):
+    written = []
+    real = training.write_verified
+    monkeypatch.setattr(training, "write_verified",
+                        lambda path, state, **kw: (written.append(state["epoch"]), real(path, state, **kw)))
+    x, y = torch.randn(8, 1), torch.randn(8, 1)
+    method = MAP(get_target("toy_bbh"), Gaussian(1.0))
+    training.fit(method, x, y, epochs=4, batch_size=8, checkpoint=tmp_path / "c.pt",
+                 checkpoint_every_s=every_s, progress=False)
+    assert len(written) == writes and written[-1] == 4

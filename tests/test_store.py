@@ -120,7 +120,8 @@ class Stop(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, data):
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(runs, "CHECKPOINT_EVERY_S", 0.0)  # every epoch of these millisecond epochs
     uninterrupted = runs.train_runs([request(data, epochs=3)], store=None)["map"]
     runs_store = store.RunStore(tmp_path)
     req = request(data, epochs=3)
