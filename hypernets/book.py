@@ -723,9 +723,12 @@ class RunConfig:
         return them as a table (``trained``: run name -> :class:`hypernets.runs.TrainedMethod`)."""
         for name, run in trained.items():
             last = run.history[-1] if run.history else {}
+            machine = run.trained_with
             self._runs[name] = {"key": run.key, "train_time_s": round(run.train_time_s, 1),
                                 "epochs": last.get("epoch"), "steps": last.get("step"),
-                                "loaded_from_store": run.loaded}
+                                "loaded_from_store": run.loaded,
+                                "trained_on": f"{machine.get('device')}, "
+                                              f"{machine.get('threads')} threads"}
         return pd.DataFrame([{"run": name, **self._runs[name]} for name in trained])
 
     def finish(self) -> None:

@@ -62,7 +62,8 @@ class TrainedMethod:
     """A trained method with its run name, registry name, label, training record and store key.
 
     ``train_time_s`` is the wall time its training took when it was trained (also when it is
-    loaded from the store); ``loaded`` says whether it came from the store.
+    loaded from the store); ``loaded`` says whether it came from the store, and
+    ``trained_with`` where it was trained (torch version, device, threads, finish time).
     """
 
     name: str
@@ -72,6 +73,7 @@ class TrainedMethod:
     history: list[dict] = field(repr=False)
     key: str | None = None
     loaded: bool = False
+    trained_with: dict = field(default_factory=dict, repr=False)
 
     @property
     def label(self) -> str:
@@ -261,7 +263,7 @@ def _from_entry(request: RunRequest, settings: dict, method: Method, entry: dict
     method.load_state_dict(entry["method"])
     method.to(torch.device(request.device)).eval()
     return TrainedMethod(request.name, settings["method"], method, entry["train_time_s"],
-                         entry["history"], key, loaded=True)
+                         entry["history"], key, loaded=True, trained_with=entry["trained_with"])
 
 
 def train_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = False,
@@ -302,10 +304,12 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
         _synchronize(device)
         # A resumed run's time includes its earlier sittings (fit's history carries them).
         train_time_s = history[-1]["time_total_s"] if history else time.perf_counter() - started
+        trained_with = _trained_with(device)
         if store is not None:
             store.save(key, document, method_state=method.state_dict(), history=history,
-                       train_time_s=train_time_s, trained_with=_trained_with(device))
-    return TrainedMethod(request.name, settings["method"], method, train_time_s, history, key)
+                       train_time_s=train_time_s, trained_with=trained_with)
+    return TrainedMethod(request.name, settings["method"], method, train_time_s, history, key,
+                         trained_with=trained_with)
 
 
 def estimate_seconds(request: RunRequest, *, timed_steps: int = 3) -> dict[str, float]:

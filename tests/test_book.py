@@ -205,6 +205,24 @@ def test_summary_prints_rounded_table_and_finish_writes_results(toy_profiles, tm
     assert results["wall_time_s"] >= 0 and results["commit"]
 
 
+def test_the_runs_a_page_used_go_into_its_results_with_their_store_keys(toy_profiles, tmp_path,
+                                                                      monkeypatch):
+    from types import SimpleNamespace
+
+    results_path = tmp_path / "toy.json"
+    monkeypatch.setenv(book.RESULTS_ENV, str(results_path))
+    cfg = book.setup("toy", "smoke", **TOY_PARAMS)
+    run = SimpleNamespace(key="ab" * 32, train_time_s=12.34, loaded=True,
+                          history=[{"epoch": 1, "step": 5}, {"epoch": 2, "step": 10}],
+                          trained_with={"device": "a CPU", "threads": 2})
+    table = cfg.record_runs({"map": run})
+    assert table.to_dict(orient="records") == [
+        {"run": "map", "key": "ab" * 32, "train_time_s": 12.3, "epochs": 2, "steps": 10,
+         "loaded_from_store": True, "trained_on": "a CPU, 2 threads"}]
+    cfg.finish()
+    assert json.loads(results_path.read_text())["runs"]["map"]["key"] == "ab" * 32
+
+
 def test_finish_writes_nothing_without_results_variable(toy_profiles, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(book.RESULTS_ENV, raising=False)
     workdir = tmp_path / "work"
