@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import statistics
 import time
@@ -42,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hypernets.likelihoods import Categorical
 from hypernets.methods.registry import METHODS, make_method
+from hypernets.runs import device_name
 from hypernets.targets import get_target
 from hypernets.training import autocast
 
@@ -56,13 +56,7 @@ QUICK_OPTIONS = {"ensemble": {"n_members": 2}, "bbh": {"train_samples": 2},
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return device_name("cpu")
 
 
 def matmul_rate(dtype: torch.dtype, n: int, repeats: int) -> float:

@@ -791,10 +791,7 @@ def setup(notebook: str, profile: str, **params: Any) -> RunConfig:
     """
     resolved = resolve_parameters(notebook, profile, **params)
     device = check_device(resolved["device"])
-    # Worker processes (the toy's NUTS samplers) run beside this one: one thread each, this
-    # process included, keeps them from oversubscribing the cores.
-    single_thread = profile == "smoke" or resolved.get("nuts_processes", 0) > 0
-    seed_everything(resolved["seed"], device, single_thread=single_thread)
+    seed_everything(resolved["seed"], device, single_thread=profile == "smoke")
     config = RunConfig(notebook, profile, resolved, git_commit())
     _show(config.header())
     return config

@@ -8,7 +8,7 @@ stores is what the notebook then loads. :data:`PLANS` maps notebook names to the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,7 @@ def adversarial(params: Mapping[str, Any]) -> ChapterPlan:
 
 def anomaly_detection(params: Mapping[str, Any]) -> ChapterPlan:
     """The MLP runs of the notMNIST setting (``notmnist``) and, per held-out digit k, the runs
-    trained without it (``held_out_k``)."""
+    trained without it (:data:`HELD_OUT_GROUP`, see :func:`train_held_out`)."""
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
     groups = {"notmnist": run_requests(
         params["methods"], "mnist_mlp", data.train.x, data.train.y, epochs=params["epochs"],
@@ -97,8 +97,18 @@ def anomaly_detection(params: Mapping[str, Any]) -> ChapterPlan:
         params["held_out_methods"], data.train, held_out_classes=params["held_out_classes"],
         epochs=params["held_out_epochs"], batch_size=params["batch_size"], device=params["device"],
         seed=params["seed"], options=params["options"], precision=params["precision"])
-    groups.update({f"held_out_{k}": requests for k, requests in held_out.items()})
+    groups.update({HELD_OUT_GROUP.format(k): requests for k, requests in held_out.items()})
     return ChapterPlan(data, groups)
+
+
+#: The anomaly-detection plan's group of the runs trained without digit k.
+HELD_OUT_GROUP = "held_out_{}"
+
+
+def train_held_out(plan: ChapterPlan, classes: Sequence[int], *,
+                   store: RunStore | None | str = "default") -> dict[int, dict[str, TrainedMethod]]:
+    """Train (or load) the held-out-class runs of an anomaly-detection plan: class -> runs."""
+    return {k: plan.train(HELD_OUT_GROUP.format(k), store=store) for k in classes}
 
 
 def cifar5_table(params: Mapping[str, Any]) -> ChapterPlan:

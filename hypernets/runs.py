@@ -240,7 +240,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: str | torch.device = "cpu") -> str:
+    """The GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one)."""
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -253,7 +255,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def _trained_with(device: torch.device) -> dict[str, Any]:
-    name = _device_name(device)
+    name = device_name(device)
     return {"torch": str(torch.__version__), "device": name, "threads": torch.get_num_threads(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

@@ -137,6 +137,20 @@ def test_the_summary_is_reproducible_with_nuts_in_this_process_or_a_worker():
         toy.run_toy([(3.0, "toy_bbh")], ["bbb"], steps=1, n_samples=2, nuts=TINY_NUTS, nuts_processes=-1)
 
 
+def test_the_toy_trains_on_one_thread_and_gives_the_callers_threads_back(monkeypatch):
+    seen = []
+    train = toy.train_methods
+    monkeypatch.setattr(toy, "train_methods",
+                        lambda *args, **kwargs: (seen.append(torch.get_num_threads()), train(*args, **kwargs))[1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        toy.run_toy([(3.0, "toy_bbh")], ["map"], steps=2, n_samples=2, nuts=TINY_NUTS, nuts_processes=1)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_figures_have_a_panel_per_method_and_the_reference(tiny_result):
     fig = toy.plot_toy(tiny_result, n_cols=3)
     visible = [ax for ax in fig.axes if ax.get_visible()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hypernets import plans, runner
-from hypernets.book import load_profiles, resolve_parameters
+from hypernets.book import available_notebooks, load_profiles, resolve_parameters
 from hypernets.runs import key_document
 from hypernets.store import RunStore, request_hash
 
@@ -27,8 +27,17 @@ def keys(plan) -> dict[str, str]:
 
 
 def test_every_plan_is_for_a_notebook_with_profiles():
-    notebooks = set(load_profiles.__globals__["available_notebooks"]())
-    assert set(plans.PLANS) <= notebooks
+    assert set(plans.PLANS) <= set(available_notebooks())
+
+
+def test_the_held_out_runs_are_trained_per_class(tmp_path):
+    plan = plans.anomaly_detection(params("anomaly_detection", "smoke", held_out_classes=[0, 3],
+                                          held_out_methods=["map"], n_train=64, n_test=32))
+    trained = plans.train_held_out(plan, [3, 0], store=RunStore(tmp_path))
+    assert list(trained) == [3, 0] and all(list(runs) == ["map"] for runs in trained.values())
+    assert trained[3]["map"].method.target.n_outputs == 9
+    with pytest.raises(ValueError, match="not 'held_out_5'"):
+        plans.train_held_out(plan, [5], store=None)
 
 
 @pytest.mark.parametrize("setting", ["device", "seed", "n_train", "n_test", "epochs", "batch_size",

@@ -123,6 +123,9 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
     NUTS runs on the CPU. With ``nuts_processes`` > 0 the reference posteriors are sampled in
     that many worker processes while the methods train (on ``device``), which hides NUTS's
     time behind training; 0 samples them in this process first. Both give the same draws.
+    The workers sample on one thread each, and this process runs the toy on one thread too:
+    together they do not oversubscribe the cores, the toy's tiny nets gain nothing from a
+    second thread, and the numbers do not depend on where NUTS ran.
     """
     check_int("nuts_processes", nuts_processes, minimum=0)
     problems = [(toy_regression(noise_std=noise_std, seed=seed), get_target(name), Gaussian(noise_std))
@@ -130,6 +133,8 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
     jobs = [dict(target=target, likelihood=likelihood, x=data.x, y=data.y, prior_std=prior_std, seed=seed, **nuts)
             for data, target, likelihood in problems]
     with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(1)
         if nuts_processes:
             pool = stack.enter_context(ProcessPoolExecutor(nuts_processes, mp_context=mp.get_context("spawn")))
             futures = [pool.submit(nuts_posterior, **job) for job in jobs]
@@ -139,11 +144,11 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
                                  likelihood=likelihood, device=device, seed=seed, options=options)
                    for data, target, likelihood in problems]
         references = [future.result() for future in futures]
-    results = []
-    for (data, target, _), runs, reference in zip(problems, trained, references):
-        with seeded(seed, device):
-            samples = function_samples(runs, reference, data.x_grid, n_samples)
-        results.append(ToyResult(data, target, runs, reference, samples))
+        results = []
+        for (data, target, _), runs, reference in zip(problems, trained, references):
+            with seeded(seed, device):
+                samples = function_samples(runs, reference, data.x_grid, n_samples)
+            results.append(ToyResult(data, target, runs, reference, samples))
     return results
 
 
