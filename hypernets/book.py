@@ -392,7 +392,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "correlation_options": _run_options(),
     "product_options": _run_options(),
     "target": _choice(lambda: ["lenet", *_target_names("mnist_")], note="an MNIST classifier of hypernets.targets"),
-    "architecture_options": _method_options("bbh", reserved=("method", "per_layer"),
+    "architecture_options": _method_options("bbh", reserved=("method", "architecture"),
                                             extra={"n_chunks": _integer(1)}),
     "hypergan_options": _method_options("hypergan", reserved=("use_mixer", "use_discriminator", "train_samples")),
     "mi_options": _method_options("hypergan_mi", reserved=("beta", "train_samples")),

@@ -69,11 +69,11 @@ def _lenet_runs(params: Mapping[str, Any], data: ImageSplits, methods, target: s
 def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
     """Bayes by Hypernet's MNIST table (``table``) and its table of architectures (``architecture``)."""
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
-    single = {"bbh_single": mnist.single_hypernet_options(params["options"],
-                                                          params["architecture_options"])}
+    variants = mnist.architecture_variant_options(params["options"],
+                                                  params["architecture_options"])
     return ChapterPlan(data, {
         "table": _lenet_runs(params, data, params["methods"], params["target"]),
-        "architecture": _lenet_runs({**params, "options": single}, data, ["bbh_single"],
+        "architecture": _lenet_runs({**params, "options": variants}, data, list(variants),
                                     params["target"]),
     })
 

@@ -1,11 +1,17 @@
 """The papers' published numbers, and tables that put ours beside them.
 
 The numbers live in one small CSV shipped with the package, ``hypernets/published.csv``, one
-row per number: ``table, method, metric, value, source``. ``table`` names the paper's table
-(see :data:`TABLES`), ``method`` is a short name of :mod:`hypernets.methods.registry` where the
-method exists here (``mnf``, multiplicative normalising flows, does not; the architecture
-table's rows are ``bbh_single`` and ``bbh_layerwise``), and ``metric`` is one of
-:data:`METRICS`. ``source`` cites the paper and the table.
+row per number: ``table, method, metric, value, source, claim``. ``table`` names the paper's
+table (see :data:`TABLES`), ``method`` is a short name of :mod:`hypernets.methods.registry` where
+the method exists here (``mnf``, multiplicative normalising flows, does not; the architecture
+table's rows are ``bbh_single``, ``bbh_layerwise`` and ``bbh_sliced``), and ``metric`` is one of
+:data:`METRICS`. ``source`` cites the paper (with its arXiv id) and the table or section.
+
+Where a paper's numbers could not be read in any retrieved text of it (HyperGAN's and the
+Bayesian Hypernetworks' tables), the table holds the paper's qualitative claim instead: one row
+of metric ``claim`` with ``value`` empty and ``claim`` the paper's words, quoted verbatim. The
+``claim`` column is optional in the file: the rows with a number leave it off (or empty). Every
+row has exactly one of a number and a quoted claim.
 """
 
 from __future__ import annotations
@@ -23,6 +29,16 @@ TABLES: dict[str, str] = {
     "mnist": "Bayes by Hypernet's MNIST table (LeNet, notMNIST outliers)",
     "mnist_hypernet_architecture": "Bayes by Hypernet's MNIST table of hypernetwork architectures",
     "cifar5": "Bayes by Hypernet's CIFAR-5 table (ResNet, CIFAR classes 5-9 as outliers)",
+    "hypergan_mnist": "HyperGAN's MNIST accuracy (Ratzlaff & Li 2019); the paper's claim only",
+    "hypergan_cifar10": "HyperGAN's CIFAR-10 accuracy (Ratzlaff & Li 2019); the paper's claim only",
+    "hypergan_anomaly": "HyperGAN's out-of-distribution detection (Ratzlaff & Li 2019); the "
+                        "paper's claim only",
+    "hypergan_adversarial": "HyperGAN's adversarial-example detection (Ratzlaff & Li 2019); the "
+                            "paper's claim only",
+    "bhn_generalisation": "Bayesian Hypernetworks' generalisation (regularisation) table (Krueger "
+                          "et al. 2017); the paper's claim only",
+    "bhn_anomaly": "Bayesian Hypernetworks' anomaly-detection table (Krueger et al. 2017); the "
+                   "paper's claim only",
 }
 
 #: The metrics of the published tables: name -> meaning.
@@ -33,6 +49,8 @@ METRICS: dict[str, str] = {
     "entropy_auc_out": "area under the ECDF of the predictive entropy on the outliers "
                        "(hypernets.metrics.entropy_auc; low is good)",
     "train_time_s": "training time in seconds (the paper's GPU and epochs, not ours)",
+    "claim": "the paper's qualitative claim, quoted verbatim in the claim column: no number of "
+             "this table was found in the paper's retrieved text, so the value is empty",
 }
 
 #: Labels of the published methods that are not in the registry.
@@ -40,9 +58,37 @@ EXTRA_LABELS: dict[str, str] = {
     "mnf": "Multiplicative normalising flows",
     "bbh_single": "Bayes by Hypernet, single hypernetwork",
     "bbh_layerwise": "Bayes by Hypernet, layer-wise hypernetworks",
+    "bbh_sliced": "Bayes by Hypernet, sliced layer-wise hypernetworks",
 }
 
-_COLUMNS = ["table", "method", "metric", "value", "source"]
+_COLUMNS = ["table", "method", "metric", "value", "source", "claim"]
+
+
+def _validate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check the file's rows: the columns, a source each, and a number or a quoted claim each.
+
+    Returns the frame with ``claim`` as text (``""`` on the rows with a number).
+    """
+    if list(frame.columns) != _COLUMNS:
+        raise ValueError(f"hypernets/published.csv must have the columns {_COLUMNS}, "
+                         f"found {list(frame.columns)}")
+    frame = frame.copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="raise").astype(float)
+    frame["claim"] = frame["claim"].fillna("").astype(str).str.strip()
+    has_value = frame["value"].notna()
+    has_claim = frame["claim"] != ""
+    no_source = frame["source"].isna() | (frame["source"].astype(str).str.strip() == "")
+    checks = {
+        "rows with both a value and a claim": has_value & has_claim,
+        "rows with neither a value nor a claim": ~has_value & ~has_claim,
+        "rows whose metric is 'claim' without a claim, or a claim under another metric":
+            has_claim != (frame["metric"] == "claim"),
+        "rows without a source": no_source,
+    }
+    problems = [f"{what}: {list(frame.index[bad])}" for what, bad in checks.items() if bad.any()]
+    if problems:
+        raise ValueError("hypernets/published.csv is malformed: " + "; ".join(problems))
+    return frame
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,10 +96,7 @@ def _read_all() -> pd.DataFrame:
     resource = resources.files("hypernets") / "published.csv"
     with resource.open("r", encoding="utf-8") as handle:
         frame = pd.read_csv(handle)
-    if list(frame.columns) != _COLUMNS:
-        raise ValueError(f"hypernets/published.csv must have the columns {_COLUMNS}, "
-                         f"found {list(frame.columns)}")
-    return frame
+    return _validate(frame)
 
 
 def method_label(method: str) -> str:
@@ -66,9 +109,11 @@ def method_label(method: str) -> str:
 
 
 def published(table: str) -> pd.DataFrame:
-    """The published numbers of ``table``: columns ``method, metric, value, source``.
+    """The published numbers of ``table``: columns ``method, metric, value, source, claim``.
 
-    Rows keep the file's order (methods in the paper's column order).
+    Rows keep the file's order (methods in the paper's column order). ``claim`` is ``""`` on the
+    rows with a number; on a claim row (metric ``claim``) ``value`` is NaN and ``claim`` quotes
+    the paper.
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
@@ -100,6 +145,10 @@ def compare_with_published(ours: pd.DataFrame, table: str) -> pd.DataFrame:
         duplicated = sorted(set(ours.loc[ours["method"].duplicated(), "method"]))
         raise ValueError(f"ours must have one row per method; repeated: {duplicated}")
     theirs = published(table)
+    theirs = theirs[theirs["metric"] != "claim"]
+    if theirs.empty:
+        raise ValueError(f"table {table!r} holds only the paper's quoted claim, no published "
+                         "number; there is nothing to compare ours with (see published(table))")
     metrics = list(dict.fromkeys(theirs["metric"]))
     shared = [metric for metric in metrics if metric in ours.columns]
     if not shared:
@@ -112,7 +161,8 @@ def compare_with_published(ours: pd.DataFrame, table: str) -> pd.DataFrame:
     grid = pd.DataFrame([(method, metric) for method in methods for metric in metrics],
                         columns=["method", "metric"])
     merged = (grid
-              .merge(theirs.rename(columns={"value": "published"}).drop(columns="source"),
+              .merge(theirs.rename(columns={"value": "published"})
+                     .drop(columns=["source", "claim"]),
                      on=["method", "metric"], how="left")
               .merge(our_long, on=["method", "metric"], how="left"))
     merged["published"] = merged["published"].astype(float)

@@ -2,7 +2,7 @@
 
 Every chapter trains its methods through this module. A run name is a registry name
 (``bbh``) or a variant whose options name the registry method
-(``{"bbh_single": {"method": "bbh", "per_layer": False}}``); its options go to the method's
+(``{"bbh_single": {"method": "bbh", "architecture": "single"}}``); its options go to the method's
 constructor, except :data:`FIT_OPTIONS`, which set its training. A :class:`RunRequest` is one
 run with its data and settings; :func:`train_runs` loads each from the run store
 (:mod:`hypernets.store`) or trains it there, resuming from its last epoch after an

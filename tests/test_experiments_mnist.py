@@ -131,36 +131,49 @@ def test_evaluate_methods_agrees_with_the_metrics(trained, data):
     assert (table["error_pct"] < 40).all()
 
 
-def test_single_hypernet_options_and_architecture_rows():
-    options = mnist.single_hypernet_options({"bbh": {"train_samples": 3, "per_layer": True},
-                                             "map": {"prior_std": 2.0}}, {"n_chunks": 130})
-    assert options == {"train_samples": 3, "method": "bbh", "per_layer": False, "n_chunks": 130}
-    assert mnist.single_hypernet_options(None, None) == {"method": "bbh", "per_layer": False}
+def test_architecture_variants_are_the_architectures_bbh_does_not_have():
+    options = {"bbh": {"train_samples": 3}, "map": {"prior_std": 2.0}}
+    variants = mnist.architecture_variant_options(options, {"n_chunks": 130})
+    # bbh is layer-wise by default: the sliced and the single hypernetwork are trained beside it.
+    assert mnist.bbh_architecture(options) == "layer_wise"
+    assert variants == {
+        "bbh_single": {"train_samples": 3, "method": "bbh", "architecture": "single", "n_chunks": 130},
+        "bbh_sliced": {"train_samples": 3, "method": "bbh", "architecture": "sliced"}}
+    sliced = {"bbh": {"architecture": "sliced"}}
+    assert set(mnist.architecture_variant_options(sliced, None)) == {"bbh_single", "bbh_layerwise"}
+    assert mnist.architecture_variant_options(sliced, None)["bbh_layerwise"]["architecture"] == "layer_wise"
+
+
+def test_architecture_rows_name_the_main_run_by_its_architecture():
     results = pd.DataFrame({"method": ["map", "bbh"], "label": ["MAP", "Bayes by Hypernet"],
                             "error_pct": [1.0, 2.0]})
-    single = pd.DataFrame({"method": ["bbh_single"], "label": ["x"], "error_pct": [3.0]})
-    rows = mnist.architecture_results(results, single)
-    assert list(rows["method"]) == ["bbh_single", "bbh_layerwise"]
-    assert list(rows["error_pct"]) == [3.0, 2.0]
+    variants = pd.DataFrame({"method": ["bbh_sliced", "bbh_single"], "label": ["x", "y"],
+                             "error_pct": [4.0, 3.0]})
+    rows = mnist.architecture_results(results, variants, "layer_wise")
+    assert list(rows["method"]) == ["bbh_single", "bbh_layerwise", "bbh_sliced"]
+    assert list(rows["error_pct"]) == [3.0, 2.0, 4.0]
     assert rows["label"].iloc[1] == "Bayes by Hypernet, layer-wise hypernetworks"
     with pytest.raises(ValueError, match="one 'bbh' row"):
-        mnist.architecture_results(results[results["method"] == "map"], single)
+        mnist.architecture_results(results[results["method"] == "map"], variants, "layer_wise")
+    # The main run cannot stand in for an architecture it does not have.
+    with pytest.raises(ValueError, match="no rows for \\['bbh_layerwise'\\]"):
+        mnist.architecture_results(results, variants, "sliced")
 
 
-def test_single_hypernet_variant_trains(data):
-    options = {"bbh_single": mnist.single_hypernet_options({"bbh": {"train_samples": 2}},
-                                                           {"n_chunks": 20})}
+def test_architecture_variant_trains(data):
+    options = mnist.architecture_variant_options({"bbh": {"train_samples": 2}}, {"n_chunks": 20})
+    options = {"bbh_single": options["bbh_single"]}
     trained = runs.train_methods(["bbh_single"], small_target(), data.train.x[:100],
-                               data.train.y[:100], epochs=1, batch_size=50, options=options)
+                                 data.train.y[:100], epochs=1, batch_size=50, options=options)
     run = trained["bbh_single"]
-    assert run.method_name == "bbh" and not run.method.per_layer
+    assert run.method_name == "bbh" and run.method.architecture == "single"
     assert run.label == "Bayes by Hypernet, single hypernetwork"
     assert evaluation.predict_probs(run, data.test.x[:10], 4).shape == (4, 10, 10)
     # The architecture options reach the constructor: too many chunks is refused there.
     options["bbh_single"]["n_chunks"] = 10**9
     with pytest.raises(ValueError, match="n_chunks"):
         runs.train_methods(["bbh_single"], small_target(), data.train.x[:50], data.train.y[:50],
-                            epochs=1, batch_size=50, options=options)
+                           epochs=1, batch_size=50, options=options)
 
 
 def test_ood_table_scores_follow_their_meaning():

@@ -13,6 +13,7 @@ names (a registry name, or a variant such as ``bbh_single``, see :mod:`hypernets
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from hypernets.evaluation import (
     ood_table,
     predict_probs,
 )
+from hypernets.methods.bayes_by_hypernet import BayesByHypernet
 from hypernets.published import method_label as published_label
 from hypernets.runs import RunRequest, TrainedMethod, run_requests
 from hypernets.targets import mnist_mlp
@@ -62,31 +64,58 @@ def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_tes
     return pd.DataFrame(rows)
 
 
-def single_hypernet_options(method_options: Mapping[str, Mapping[str, Any]] | None,
-                            architecture_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Options of the single-hypernetwork variant of Bayes by Hypernet (run name ``bbh_single``).
+# The rows of the paper's table of hypernetwork architectures, by ``BayesByHypernet.architecture``.
+ARCHITECTURE_ROWS = {"single": "bbh_single", "layer_wise": "bbh_layerwise", "sliced": "bbh_sliced"}
 
-    Those of ``bbh`` (so both architectures share every other setting), then
-    ``per_layer=False`` and ``architecture_options`` (e.g. ``n_chunks``).
+
+def bbh_architecture(method_options: Mapping[str, Mapping[str, Any]] | None) -> str:
+    """The architecture of the ``bbh`` run: its option, else the method's default."""
+    default = inspect.signature(BayesByHypernet).parameters["architecture"].default
+    return (method_options or {}).get("bbh", {}).get("architecture", default)
+
+
+def architecture_variant_options(method_options: Mapping[str, Mapping[str, Any]] | None,
+                                 architecture_options: Mapping[str, Any] | None
+                                 ) -> dict[str, dict[str, Any]]:
+    """Options of the architecture table's runs besides ``bbh``: run name -> options.
+
+    One run per architecture that ``bbh`` does not have, named as the published row
+    (:data:`ARCHITECTURE_ROWS`): ``bbh``'s options (so every run shares every other setting)
+    with that architecture, plus ``architecture_options`` (e.g. ``n_chunks``) for the single
+    hypernetwork.
     """
     bbh = dict((method_options or {}).get("bbh", {}))
-    return {**bbh, "method": "bbh", "per_layer": False, **dict(architecture_options or {})}
+    main = bbh_architecture(method_options)
+    return {row: {**bbh, "method": "bbh", "architecture": architecture,
+                  **(dict(architecture_options or {}) if architecture == "single" else {})}
+            for architecture, row in ARCHITECTURE_ROWS.items() if architecture != main}
 
 
-def architecture_results(results: pd.DataFrame, single_results: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the architecture table: ``bbh`` of ``results`` as ``bbh_layerwise``, ``bbh_single``.
+def architecture_results(results: pd.DataFrame, variant_results: pd.DataFrame,
+                         bbh_architecture: str) -> pd.DataFrame:
+    """Rows of the architecture table, in :data:`ARCHITECTURE_ROWS` order.
 
-    ``results`` and ``single_results`` are :func:`evaluate_methods` tables; the layer-wise run
-    is the main table's Bayes by Hypernet (layer-wise is its default), so it is not trained twice.
+    ``results`` is the main :func:`evaluate_methods` table, whose ``bbh`` row (of architecture
+    ``bbh_architecture``) becomes that architecture's row, so it is not trained twice;
+    ``variant_results`` has the runs of :func:`architecture_variant_options`.
     """
-    layerwise = results[results["method"] == "bbh"]
-    single = single_results[single_results["method"] == "bbh_single"]
-    if len(layerwise) != 1 or len(single) != 1:
-        raise ValueError("architecture_results needs one 'bbh' row in results and one "
-                         f"'bbh_single' row in single_results; got {list(results['method'])} and "
-                         f"{list(single_results['method'])}")
-    layerwise = layerwise.assign(method="bbh_layerwise", label=published_label("bbh_layerwise"))
-    return pd.concat([single, layerwise], ignore_index=True)
+    main = results[results["method"] == "bbh"]
+    if len(main) != 1:
+        raise ValueError(f"architecture_results needs one 'bbh' row in results, got "
+                         f"{list(results['method'])}")
+    if bbh_architecture not in ARCHITECTURE_ROWS:
+        raise ValueError(f"bbh_architecture must be one of {list(ARCHITECTURE_ROWS)}, got "
+                         f"{bbh_architecture!r}")
+    row = ARCHITECTURE_ROWS[bbh_architecture]
+    table = pd.concat([variant_results, main.assign(method=row, label=published_label(row))],
+                      ignore_index=True)
+    missing = set(ARCHITECTURE_ROWS.values()) - set(table["method"])
+    if missing:
+        raise ValueError(f"architecture_results: no rows for {sorted(missing)} in "
+                         f"variant_results {list(variant_results['method'])}")
+    order = {name: i for i, name in enumerate(ARCHITECTURE_ROWS.values())}
+    table = table[table["method"].isin(order)]
+    return table.sort_values("method", key=lambda m: m.map(order)).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,18 +7,23 @@ N(0, prior_std^2 I) is estimated from samples with a 1-nearest-neighbour estimat
 default jointly over the whole weight vector (:func:`nearest_neighbour_kl`), optionally summed
 over the weights one at a time (:func:`per_weight_nearest_neighbour_kl`).
 
-Two architectures, compared in the paper:
+Three architectures (``architecture``), the rows of the paper's table of hypernetworks:
 
-* ``per_layer=True``: one hypernetwork per layer of the target. It generates the layer one
-  output unit at a time (a row of a linear weight, a filter of a convolution, together with
-  the unit's bias and, in residual blocks, its normalisation gain and shift), conditioned on
-  the unit's one-hot index; the final layer of the hypernetwork maps its last hidden features
-  (512 by default) to one unit's parameters. This is the reference code's layer-wise option
-  with slices along the output dimension, which keeps the output layer small for wide layers.
-* ``per_layer=False``: a single hypernetwork for the whole target. It generates the flat
-  parameter vector in ``n_chunks`` equal chunks, conditioned on the chunk's one-hot index (the
-  reference code cut LeNet's 431,080 weights into 130 chunks of 3,316; the default here is
-  about sqrt(P) chunks of about sqrt(P) weights); the last chunk's surplus outputs are dropped.
+* ``"layer_wise"`` (the default; the published runs' ``--layer_wise_gen``): one hypernetwork
+  per weight tensor, which emits the whole tensor at once. Its output layer has as many units
+  as the tensor has weights, so a wide layer makes it large (LeNet's 800 x 500 ``fc1`` weight
+  needs 512 x 400,000 = 205 M hypernetwork parameters).
+* ``"sliced"`` (the reference's ``--slice_last_dim``, the paper's "sliced layer-wise G"): one
+  hypernetwork per layer of the target that generates the layer one output unit at a time (a
+  row of a linear weight, a filter of a convolution, together with the unit's bias and, in
+  residual blocks, its normalisation gain and shift), conditioned on the unit's one-hot index;
+  its output layer maps the last hidden features to one unit's parameters. The reference
+  sliced each tensor separately (a bias one value at a time); here a unit's tensors share one
+  hypernetwork.
+* ``"single"``: a single hypernetwork for the whole target. It generates the flat parameter
+  vector in ``n_chunks`` equal chunks, conditioned on the chunk's one-hot index (the reference
+  code cut LeNet's 431,080 weights into 130 chunks of 3,316; the default here is about sqrt(P)
+  chunks of about sqrt(P) weights); the last chunk's surplus outputs are dropped.
 
 Each generated weight is ``offset + scale * output``. ``offset`` is learnable, one per target
 weight, initialised to a draw of the target's default initialisation: it is the output-layer
@@ -44,9 +49,12 @@ dependence, so it is at most the joint KL. How each behaves on LeNet and the MNI
 book's budgets, and why the default learning rate is the reference's 1e-4, is measured in
 ``benchmarks/method_notes.md``.
 
-Deviations from the reference code, on purpose: the likelihood averages all S samples (the
-reference by default used one), the optimiser is Adam like every baseline, and no schedule
-switches the KL off.
+``optimizer``: ``"rmsprop"`` (the default) is the optimiser the published runs fell back to,
+TensorFlow 1's RMSProp with epsilon 1e-5 (:class:`TensorFlowRMSProp`); ``"adam"`` is Adam with
+PyTorch's defaults, as every baseline.
+
+Deviation from the reference code, on purpose: the likelihood averages all S samples (the
+reference by default used one).
 """
 
 from __future__ import annotations
@@ -66,7 +74,6 @@ from hypernets.methods.base import (
 )
 from hypernets.targets import Params, TargetNet
 from hypernets.validation import (
-    check_bool,
     check_choice,
     check_int,
     check_int_list,
@@ -74,6 +81,11 @@ from hypernets.validation import (
 )
 
 NOISE_DIMS = (1, 8, 64)
+HYPERNET_ARCHITECTURES = ("layer_wise", "sliced", "single")
+OPTIMIZERS = ("rmsprop", "adam")
+# TensorFlow 1's RMSProp (the reference's optimiser): decay 0.9, epsilon 1e-5 inside the root.
+RMSPROP_DECAY = 0.9
+RMSPROP_EPSILON = 1e-5
 LEAKY_SLOPE = 0.1
 OUTPUT_GAIN = 0.1
 
@@ -189,6 +201,44 @@ def _init_normal(tensor: Tensor, std: float, generator) -> None:
         tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
 
 
+class TensorFlowRMSProp(torch.optim.Optimizer):
+    """TensorFlow 1's ``RMSPropOptimizer(lr, decay, momentum=0, epsilon)``, the reference's optimiser.
+
+    ms = decay * ms + (1 - decay) * g^2, then w -= lr * g / sqrt(ms + epsilon), with every ms
+    starting at 1. Written here because PyTorch's RMSprop differs in both places that matter
+    at lr 1e-4: it starts ms at 0 (its first steps move every coordinate by about lr * 3) and
+    adds eps outside the root, which changes the step wherever |g| is near sqrt(epsilon).
+    """
+
+    SLICE = 1 << 18
+
+    def __init__(self, params, lr: float, decay: float = RMSPROP_DECAY,
+                 epsilon: float = RMSPROP_EPSILON):
+        super().__init__(params, {"lr": lr, "decay": decay, "epsilon": epsilon})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["mean_square"] = torch.ones_like(param)
+                # In slices, so that the root's temporary stays small and in cache: a
+                # generator's output layer has up to 205 M entries.
+                for weight, grad, mean_square in zip(*(t.view(-1).split(self.SLICE) for t in
+                                                       (param, param.grad, state["mean_square"]))):
+                    mean_square.mul_(group["decay"]).addcmul_(grad, grad, value=1 - group["decay"])
+                    weight.addcdiv_(grad, mean_square.add(group["epsilon"]).sqrt_(),
+                                    value=-group["lr"])
+        return loss
+
+
 class ChunkHypernet(nn.Module):
     """Noise z [S, noise_dim] -> parameters [S, n_chunks, chunk_size], one chunk per code.
 
@@ -240,8 +290,9 @@ class BayesByHypernet(Method):
     """Implicit weight posterior from hypernetworks, KL to N(0, prior_std^2) by 1-NN estimation.
 
     ``noise_dim``: size of the shared noise z (the paper tried 1, 8 and 64). ``hidden``: the
-    hypernetworks' hidden widths. ``per_layer``: one hypernetwork per layer (True) or one for
-    the whole target (False, generating ``n_chunks`` chunks). ``anneal_start`` and
+    hypernetworks' hidden widths. ``architecture``: ``"layer_wise"`` (one hypernetwork per
+    tensor), ``"sliced"`` (one per layer, a unit at a time) or ``"single"`` (one for the whole
+    target, generating ``n_chunks`` chunks). ``optimizer``: ``"rmsprop"`` or ``"adam"``. ``anneal_start`` and
     ``anneal_epochs``: the KL schedule (see :func:`annealing_weight`). ``kl_estimator``:
     ``"joint"`` (default, the paper's formula over the whole weight vector,
     :func:`nearest_neighbour_kl`) or ``"per_weight"`` (the reference code's ``full_kernel=False``,
@@ -253,17 +304,19 @@ class BayesByHypernet(Method):
 
     default_lr = 1e-4  # the reference run script's; at 1e-3 the KL collapses LeNet
     default_train_samples = 5
+    training_version = 2  # 2: the layer-wise architecture and RMSProp became the defaults
 
     def __init__(self, target: TargetNet, likelihood: Likelihood, *, noise_dim: int = 8,
-                 hidden: tuple[int, ...] = (64, 256, 512), per_layer: bool = True,
-                 n_chunks: int | None = None, prior_std: float = 1.0,
+                 hidden: tuple[int, ...] = (64, 256, 512), architecture: str = "layer_wise",
+                 n_chunks: int | None = None, prior_std: float = 1.0, optimizer: str = "rmsprop",
                  anneal_start: float = 0.0, anneal_epochs: float = 0.0,
                  kl_estimator: str = "joint", train_samples: int | None = None,
                  generator: torch.Generator | None = None):
         super().__init__(target, likelihood, train_samples=train_samples)
         check_choice("noise_dim (the paper's settings)", noise_dim, NOISE_DIMS)
         hidden = check_int_list("hidden", hidden, minimum=1)
-        check_bool("per_layer", per_layer)
+        check_choice("architecture", architecture, HYPERNET_ARCHITECTURES)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
         prior_std = check_prior_std(prior_std)
         anneal_start = check_real("anneal_start", anneal_start, minimum=0.0)
         anneal_epochs = check_real("anneal_epochs", anneal_epochs, minimum=0.0)
@@ -271,11 +324,12 @@ class BayesByHypernet(Method):
         if self.train_samples < 2:
             raise ValueError(f"train_samples must be >= 2: the KL estimate needs each sample's "
                              f"nearest other sample, got {self.train_samples}")
-        if per_layer and n_chunks is not None:
-            raise ValueError("n_chunks is for per_layer=False; per-layer hypernets generate one "
-                             "output unit per chunk")
+        if architecture != "single" and n_chunks is not None:
+            raise ValueError(f"n_chunks is for architecture='single'; the {architecture!r} "
+                             "hypernetworks generate whole tensors or single units")
         self.noise_dim = noise_dim
-        self.per_layer = per_layer
+        self.architecture = architecture
+        self.optimizer = optimizer
         self.prior_std = float(prior_std)
         self.anneal_start = float(anneal_start)
         self.anneal_epochs = float(anneal_epochs)
@@ -284,13 +338,17 @@ class BayesByHypernet(Method):
         self.base = StackedParams(target, 1, generator)
         scales = _init_scales(target)
         self.register_buffer("scales", torch.tensor([scales[n] for n in target.param_shapes]))
-        if per_layer:
+        if architecture == "layer_wise":
+            self.hypernets = nn.ModuleList(
+                ChunkHypernet(noise_dim, 1, math.prod(shape), hidden, generator)
+                for shape in target.param_shapes.values())
+        elif architecture == "sliced":
             self.groups = target.layer_groups()
             self.hypernets = nn.ModuleList()
             for shapes in self.groups.values():
                 n_units = next(iter(shapes.values()))[0]
                 if any(s[0] != n_units for s in shapes.values()):
-                    raise ValueError(f"{target.name}: per_layer=True generates a layer one output "
+                    raise ValueError(f"{target.name}: architecture='sliced' generates a layer one output "
                                      f"unit at a time, but its tensors {shapes} do not share "
                                      f"the leading (unit) dimension")
                 unit_size = sum(math.prod(s[1:]) for s in shapes.values())
@@ -308,7 +366,10 @@ class BayesByHypernet(Method):
 
     def _raw_params(self, z: Tensor) -> Params:
         n_samples = z.shape[0]
-        if not self.per_layer:
+        if self.architecture == "layer_wise":
+            return {name: hypernet(z).reshape(n_samples, *shape) for (name, shape), hypernet
+                    in zip(self.target.param_shapes.items(), self.hypernets)}
+        if self.architecture == "single":
             flat = self.hypernets[0](z).reshape(n_samples, -1)[:, :self.target.num_params]
             return self.target.unflatten(flat)
         params = {}
@@ -340,3 +401,9 @@ class BayesByHypernet(Method):
         loss = nll + anneal * kl / n_train
         return loss, {"nll": nll.detach(), "kl": kl.detach(),
                       "anneal": torch.tensor(anneal)}
+
+    def configure_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
+        lr = self.default_lr if lr is None else lr
+        if self.optimizer == "rmsprop":
+            return TensorFlowRMSProp(self.parameters(), lr)
+        return super().configure_optimizer(lr)
