@@ -7,7 +7,8 @@ empirical CDFs of the predictive entropy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from torch import Tensor
@@ -97,3 +98,100 @@ def training_curves(trained: Mapping[str, TrainedMethod]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     extra = [c for c in ("test_error_pct",) if c in table.columns]
     return table[columns + extra] if rows else pd.DataFrame(columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds and verdicts
+# ---------------------------------------------------------------------------------------------
+
+#: Suffix of a metric's standard deviation over seeds in a :func:`seed_summary` table.
+SD_SUFFIX = "_sd"
+#: A verdict's interval: the difference of the means +- this many standard errors (about 95%).
+INTERVAL_SE = 2.0
+
+
+def seed_summary(per_seed: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each metric, one row per method.
+
+    ``per_seed`` has a ``method``, a ``label`` and a ``seed`` column and the ``metrics``; the
+    result has ``method, label, n_seeds``, each metric (the mean) and ``<metric>_sd`` (the
+    sample standard deviation, NaN for one seed), methods in their first appearance's order.
+    """
+    missing = [column for column in ("method", "label", "seed", *metrics)
+               if column not in per_seed.columns]
+    if missing:
+        raise ValueError(f"per_seed lacks the column(s) {missing}")
+    if per_seed.duplicated(["method", "seed"]).any():
+        raise ValueError("per_seed has a method twice for one seed")
+    grouped = per_seed.groupby("method", sort=False)
+    table = grouped[list(metrics)].mean()
+    spread = grouped[list(metrics)].std(ddof=1).add_suffix(SD_SUFFIX)
+    summary = pd.concat([grouped["label"].first(), grouped["seed"].nunique().rename("n_seeds"),
+                         table, spread], axis=1)
+    order = [m for m in metrics for m in (m, m + SD_SUFFIX)]
+    return summary[["label", "n_seeds", *order]].reset_index()
+
+
+def _difference(summary: pd.DataFrame, metric: str, a: str, b: str) -> tuple[float, float, int]:
+    """mean_a - mean_b, its standard error from the seeds' spread, and the fewest seeds."""
+    rows = summary.set_index("method")
+    missing = [name for name in (a, b) if name not in rows.index]
+    if missing:
+        raise ValueError(f"the summary has no row for {missing}; it has {list(rows.index)}")
+    n = [int(rows.loc[name, "n_seeds"]) for name in (a, b)]
+    sd = [float(rows.loc[name, metric + SD_SUFFIX]) for name in (a, b)]
+    se = float((sd[0] ** 2 / n[0] + sd[1] ** 2 / n[1]) ** 0.5) if min(n) > 1 else float("nan")
+    return float(rows.loc[a, metric] - rows.loc[b, metric]), se, min(n)
+
+
+def ordering_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, b: str, *,
+                     lower: bool) -> dict[str, Any]:
+    """Is ``a``'s ``metric`` lower (``lower=True``) or higher than ``b``'s, beyond the seeds' spread?
+
+    The interval is the difference of the means +- :data:`INTERVAL_SE` standard errors. Seen
+    (True) when it lies wholly on the claimed side of 0, contradicted (False) when wholly on the
+    other, undecided (None) when it holds 0 or there is one seed. Returns ``claim, seen,
+    evidence, rule``.
+    """
+    d, se, n = _difference(summary, metric, a, b)
+    signed = -d if lower else d  # > 0 where the claim holds
+    rule = (f"{a} {'<' if lower else '>'} {b} in {metric}: the difference of the means ± "
+            f"{INTERVAL_SE:g} standard errors over {n} seeds excludes 0")
+    if n < 2:
+        return {"claim": claim, "seen": None, "rule": rule,
+                "evidence": f"{metric} {a} − {b} = {d:+.3f} from one seed: no spread to judge by"}
+    low, high = signed - INTERVAL_SE * se, signed + INTERVAL_SE * se
+    seen = True if low > 0 else False if high < 0 else None
+    return {"claim": claim, "seen": seen, "rule": rule,
+            "evidence": f"{metric} {a} − {b} = {d:+.3f} ± {INTERVAL_SE * se:.3f} ({n} seeds)"}
+
+
+def equivalence_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, b: str, *,
+                        tolerance: float) -> dict[str, Any]:
+    """Is ``a``'s ``metric`` within ``tolerance`` of ``b``'s, beyond the seeds' spread?
+
+    Seen when the interval (difference +- :data:`INTERVAL_SE` standard errors) lies inside
+    ±``tolerance``, contradicted when it lies wholly outside, undecided otherwise or with one
+    seed.
+    """
+    d, se, n = _difference(summary, metric, a, b)
+    rule = (f"|{a} − {b}| in {metric} within {tolerance:g}: the difference of the means ± "
+            f"{INTERVAL_SE:g} standard errors over {n} seeds inside ±{tolerance:g}")
+    if n < 2:
+        return {"claim": claim, "seen": None, "rule": rule,
+                "evidence": f"{metric} {a} − {b} = {d:+.3f} from one seed: no spread to judge by"}
+    low, high = d - INTERVAL_SE * se, d + INTERVAL_SE * se
+    seen = (True if -tolerance <= low and high <= tolerance
+            else False if high < -tolerance or low > tolerance else None)
+    return {"claim": claim, "seen": seen, "rule": rule,
+            "evidence": f"{metric} {a} − {b} = {d:+.3f} ± {INTERVAL_SE * se:.3f} ({n} seeds)"}
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """A markdown list of claims (``claim, seen, evidence``): seen, not seen or undecided."""
+    verdicts = {True: "**seen**", False: "**not seen**", None: "**undecided**"}
+    lines = []
+    for row in claims.itertuples(index=False):
+        seen = None if row.seen is None or pd.isna(row.seen) else bool(row.seen)
+        lines.append(f"- {row.claim}: {verdicts[seen]} ({row.evidence})")
+    return "\n".join(lines)

@@ -62,20 +62,35 @@ def _curve(data: ImageSplits, params: Mapping[str, Any]) -> TestError:
 def _lenet_runs(params: Mapping[str, Any], data: ImageSplits, methods, target: str) -> list[RunRequest]:
     return run_requests(methods, target, data.train.x, data.train.y, epochs=params["epochs"],
                         batch_size=params["batch_size"], device=params["device"],
-                        seed=params["seed"], options=params["options"],
+                        seed=params.get("training_seed", params["seed"]), options=params["options"],
                         evaluate=_curve(data, params), precision=params["precision"])
 
 
+#: A group of the runs of one training seed (the MNIST table's ``table`` and ``architecture``).
+SEED_GROUP = "{}_seed{}"
+
+
 def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
-    """Bayes by Hypernet's MNIST table (``table``) and its table of architectures (``architecture``)."""
+    """Bayes by Hypernet's MNIST table (``table``) and its table of architectures
+    (``architecture``), for every training seed in ``seeds`` (:data:`SEED_GROUP`, see
+    :func:`train_seeds`). ``seed`` fixes the data and the per-epoch test samples."""
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
     variants = mnist.architecture_variant_options(params["options"],
                                                   params["architecture_options"])
-    return ChapterPlan(data, {
-        "table": _lenet_runs(params, data, params["methods"], params["target"]),
-        "architecture": _lenet_runs({**params, "options": variants}, data, list(variants),
-                                    params["target"]),
-    })
+    groups = {}
+    for seed in params["seeds"]:
+        seeded_params = {**params, "training_seed": seed}
+        groups[SEED_GROUP.format("table", seed)] = _lenet_runs(
+            seeded_params, data, params["methods"], params["target"])
+        groups[SEED_GROUP.format("architecture", seed)] = _lenet_runs(
+            {**seeded_params, "options": variants}, data, list(variants), params["target"])
+    return ChapterPlan(data, groups)
+
+
+def train_seeds(plan: ChapterPlan, group: str, seeds: Sequence[int], *,
+                store: RunStore | None | str = "default") -> dict[int, dict[str, TrainedMethod]]:
+    """Train (or load) ``group``'s runs of every training seed: seed -> runs."""
+    return {seed: plan.train(SEED_GROUP.format(group, seed), store=store) for seed in seeds}
 
 
 def adversarial(params: Mapping[str, Any]) -> ChapterPlan:

@@ -285,3 +285,79 @@ def test_training_curves_give_one_row_per_run_and_epoch_and_a_log_figure(data):
     fig = plots.plot_training_curves(curves)
     assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]
     plt.close(fig)
+
+
+def per_seed_table(values: dict[str, list[float]], metric="error_pct") -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "label": m.upper(), "seed": s, metric: v}
+                         for m, vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_seed_summary_gives_mean_and_sample_sd_per_method():
+    per_seed = per_seed_table({"map": [1.0, 2.0, 3.0], "bbh": [5.0, 5.0, 8.0]})
+    summary = evaluation.seed_summary(per_seed, ["error_pct"])
+    assert list(summary.columns) == ["method", "label", "n_seeds", "error_pct", "error_pct_sd"]
+    assert list(summary["method"]) == ["map", "bbh"]
+    assert list(summary["error_pct"]) == [2.0, 6.0]
+    assert summary["error_pct_sd"].tolist() == pytest.approx([1.0, math.sqrt(3.0)])
+    with pytest.raises(ValueError, match="twice for one seed"):
+        evaluation.seed_summary(pd.concat([per_seed, per_seed]), ["error_pct"])
+    with pytest.raises(ValueError, match="lacks the column"):
+        evaluation.seed_summary(per_seed, ["nll"])
+
+
+@pytest.mark.parametrize("bbh, seen", [
+    ([0.50, 0.52, 0.48], True),    # clearly below map
+    ([0.88, 0.90, 0.92], False),   # clearly above: contradicted
+    ([0.60, 0.90, 0.75], None),    # the interval holds 0
+])
+def test_an_ordering_is_seen_only_beyond_the_seeds_spread(bbh, seen):
+    summary = evaluation.seed_summary(
+        per_seed_table({"map": [0.70, 0.72, 0.68], "bbh": bbh}, "entropy_auc_out"),
+        ["entropy_auc_out"])
+    verdict = evaluation.ordering_verdict(summary, "lower", "entropy_auc_out", "bbh", "map",
+                                          lower=True)
+    assert verdict["seen"] is seen
+    assert "3 seeds" in verdict["evidence"] and "excludes 0" in verdict["rule"]
+    one_seed = evaluation.seed_summary(per_seed_table({"map": [0.7], "bbh": [0.1]},
+                                                      "entropy_auc_out"), ["entropy_auc_out"])
+    assert evaluation.ordering_verdict(one_seed, "lower", "entropy_auc_out", "bbh", "map",
+                                       lower=True)["seen"] is None
+
+
+@pytest.mark.parametrize("bbh, seen", [
+    ([1.0, 1.1, 0.9], True),       # within 0.5 pp, tightly
+    ([3.0, 3.1, 2.9], False),      # wholly outside
+    ([0.5, 1.9, 1.2], None),       # straddles the tolerance
+])
+def test_equivalence_needs_the_whole_interval_inside_the_tolerance(bbh, seen):
+    summary = evaluation.seed_summary(per_seed_table({"map": [0.9, 1.0, 1.1], "bbh": bbh}),
+                                      ["error_pct"])
+    assert evaluation.equivalence_verdict(summary, "same", "error_pct", "bbh", "map",
+                                          tolerance=0.5)["seen"] is seen
+
+
+def test_a_collapsed_bbh_is_not_less_confident_on_outliers():
+    rows = []
+    for seed in range(3):
+        rows.append({"method": "map", "label": "MAP", "seed": seed, "error_pct": 1.0 + 0.1 * seed,
+                     "entropy_auc_out": 0.70 + 0.01 * seed})
+        rows.append({"method": "bbh", "label": "BbH", "seed": seed, "error_pct": 90.0 + seed,
+                     "entropy_auc_out": 0.01 + 0.001 * seed})
+    summary = evaluation.seed_summary(pd.DataFrame(rows), ["error_pct", "entropy_auc_out"])
+    claims = mnist.table_claims(summary).set_index("claim")
+    assert claims.loc["as accurate as map", "seen"] == False  # noqa: E712 (a numpy bool)
+    outlier = claims.loc["less confident than map on notMNIST, at its accuracy"]
+    assert outlier["seen"] == False and "less accurate" in outlier["evidence"]  # noqa: E712
+
+
+def test_architecture_over_seeds_pairs_the_runs_of_each_seed():
+    main = pd.DataFrame({"method": ["bbh", "bbh"], "label": ["b", "b"], "seed": [0, 1],
+                         "error_pct": [1.0, 2.0]})
+    variants = pd.DataFrame({"method": ["bbh_single", "bbh_sliced"] * 2, "label": ["s", "l"] * 2,
+                             "seed": [0, 0, 1, 1], "error_pct": [3.0, 4.0, 5.0, 6.0]})
+    rows = mnist.architecture_over_seeds(main, variants, "layer_wise")
+    assert list(zip(rows["seed"], rows["method"], rows["error_pct"])) == [
+        (0, "bbh_single", 3.0), (0, "bbh_layerwise", 1.0), (0, "bbh_sliced", 4.0),
+        (1, "bbh_single", 5.0), (1, "bbh_layerwise", 2.0), (1, "bbh_sliced", 6.0)]
+    with pytest.raises(ValueError, match="train both for every seed"):
+        mnist.architecture_over_seeds(main, variants[variants["seed"] == 0], "layer_wise")

@@ -10,7 +10,7 @@ from hypernets.runs import key_document
 from hypernets.store import RunStore, request_hash
 
 #: Small sizes for every run, so that building and keying the plans takes seconds.
-SMALL = {"n_train": 64, "n_test": 32, "epochs": 1, "batch_size": 32, "curve_samples": 1,
+SMALL = {"n_train": 64, "n_test": 32, "epochs": 1, "batch_size": 32, "curve_samples": 1, "seeds": [0],
          "options": {"ensemble": {"n_members": 2, "precision": "bf16"},
                      "bbh": {"train_samples": 2, "kl_estimator": "per_weight"},
                      "hypergan": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16}}}
@@ -60,9 +60,26 @@ def test_shared_runs_have_one_key_and_other_settings_another():
     assert not set(other.values()) & set(table.values())
 
 
+def test_every_training_seed_of_the_mnist_table_is_a_group_of_its_own(tmp_path):
+    plan = plans.mnist_table(params("mnist_table", "smoke", **{**SMALL, "seeds": [0, 2]}))
+    assert list(plan.groups) == ["table_seed0", "architecture_seed0", "table_seed2",
+                                 "architecture_seed2"]
+    assert [r.seed for r in plan.groups["table_seed2"]] == [2] * len(plan.groups["table_seed2"])
+    by_seed = {group: {r.name: request_hash(key_document(r, r.build())) for r in requests}
+               for group, requests in plan.groups.items() if group.startswith("table")}
+    assert not set(by_seed["table_seed0"].values()) & set(by_seed["table_seed2"].values())
+    # The data (and the per-epoch test samples) follow `seed`, not the training seeds.
+    first, other = plan.groups["table_seed0"][0], plan.groups["table_seed2"][0]
+    assert first.x is other.x
+    trained = plans.train_seeds(plans.ChapterPlan(plan.data, {
+        "table_seed0": plan.groups["table_seed0"][:1], "table_seed2": plan.groups["table_seed2"][:1]}),
+        "table", [0, 2], store=RunStore(tmp_path))
+    assert list(trained) == [0, 2] and list(trained[2]) == ["map"]
+
+
 def test_train_only_stores_what_the_notebook_then_loads(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
-    small = {key: str(value) for key, value in SMALL.items() if key != "options"}
+    small = {key: str(value) for key, value in SMALL.items() if key not in ("options", "seeds")}
     arguments = [item for key, value in small.items() for item in ("-p", key, value)]
     arguments += ["-p", "options", str(SMALL["options"]), "-p", "methods", "[map, ensemble]"]
     assert runner.main(["--train-only", *arguments, "adversarial"]) == 0

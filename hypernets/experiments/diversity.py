@@ -34,6 +34,7 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ToyRegression
+from hypernets.evaluation import claims_markdown  # the notebook reads the verdicts through this module
 from hypernets.likelihoods import Gaussian
 from hypernets.methods.base import Method
 from hypernets.plots import metric_panels, plot_toy_data
@@ -289,16 +290,6 @@ def ablation_claims(summary: pd.DataFrame, *, accuracy_tolerance: float = 0.01,
                      f"{significant_ratio:.3f})"},
     ]
     return pd.DataFrame(rows)
-
-
-def claims_markdown(claims: pd.DataFrame) -> str:
-    """A markdown list of claims (``claim, seen, evidence``): seen, not seen or undecided."""
-    verdicts = {True: "**seen**", False: "**not seen**", None: "**undecided**"}
-    lines = []
-    for row in claims.itertuples(index=False):
-        seen = None if row.seen is None or pd.isna(row.seen) else bool(row.seen)
-        lines.append(f"- {row.claim}: {verdicts[seen]} ({row.evidence})")
-    return "\n".join(lines)
 
 
 def plot_ablation(history: pd.DataFrame) -> plt.Figure:

@@ -31,7 +31,9 @@ from hypernets.evaluation import (
     OOD_SCORES,
     classification_row,
     entropy_ecdf_table,
+    equivalence_verdict,
     ood_table,
+    ordering_verdict,
     predict_probs,
 )
 from hypernets.methods.bayes_by_hypernet import BayesByHypernet
@@ -62,6 +64,67 @@ def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_tes
                      **classification_row(probs_in, y_test, probs_out),
                      "train_time_s": run.train_time_s})
     return pd.DataFrame(rows)
+
+
+#: The columns of :func:`evaluate_methods` that a table over seeds averages.
+TABLE_METRICS = ("error_pct", "entropy_auc_in", "entropy_auc_out", "nll", "ece", "brier",
+                 "train_time_s")
+#: The baselines Bayes by Hypernet's MNIST claims compare it with (MNF is not implemented).
+BASELINES = ("map", "ensemble", "mc_dropout")
+#: "About as accurate": the tolerance, in percentage points of test error.
+ERROR_TOLERANCE_PP = 0.5
+
+
+def evaluate_seeds(trained: Mapping[int, Mapping[str, TrainedMethod]], x_test: Tensor,
+                   y_test: Tensor, x_ood: Tensor, *, n_samples: int, batch_size: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """:func:`evaluate_methods` for the runs of every training seed, with a ``seed`` column.
+
+    ``trained`` maps a training seed to its runs; ``seed`` fixes the test-time sampling.
+    """
+    if not trained:
+        raise ValueError("trained must hold the runs of at least one seed")
+    return pd.concat([evaluate_methods(runs, x_test, y_test, x_ood, n_samples=n_samples,
+                                       batch_size=batch_size, seed=seed).assign(seed=s)
+                      for s, runs in trained.items()], ignore_index=True)
+
+
+def table_claims(summary: pd.DataFrame, *,
+                 error_tolerance: float = ERROR_TOLERANCE_PP) -> pd.DataFrame:
+    """Bayes by Hypernet's MNIST claims on a :func:`~hypernets.evaluation.seed_summary`.
+
+    "About as accurate as the baselines" (its error within ``error_tolerance`` percentage
+    points of each baseline's) and "less confident on the outliers" (a lower notMNIST entropy
+    AUC than each baseline's, which counts only where the accuracy claim is not contradicted:
+    a collapsed net is uncertain everywhere), each judged by
+    :func:`~hypernets.evaluation.equivalence_verdict` or
+    :func:`~hypernets.evaluation.ordering_verdict`. Baselines not in the summary are left out.
+    """
+    present = [b for b in BASELINES if b in set(summary["method"])]
+    accurate = {b: equivalence_verdict(summary, f"as accurate as {b}", "error_pct", "bbh", b,
+                                       tolerance=error_tolerance) for b in present}
+    rows = list(accurate.values())
+    for b in present:
+        row = ordering_verdict(summary, f"less confident than {b} on notMNIST, at its accuracy",
+                               "entropy_auc_out", "bbh", b, lower=True)
+        if accurate[b]["seen"] is False and row["seen"] is not False:
+            # A net that is uncertain everywhere (a collapsed one predicts uniformly) is also
+            # uncertain on outliers: without the accuracy the ordering says nothing.
+            row["seen"] = False
+            row["evidence"] += "; but it is less accurate (see above)"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def architecture_claims(summary: pd.DataFrame) -> pd.DataFrame:
+    """The architecture table's claims: layer-wise hypernetworks are more accurate than a
+    single one, and more confident on MNIST (a higher entropy AUC there)."""
+    return pd.DataFrame([
+        ordering_verdict(summary, "layer-wise more accurate than single", "error_pct",
+                         "bbh_layerwise", "bbh_single", lower=True),
+        ordering_verdict(summary, "layer-wise more confident on MNIST than single",
+                         "entropy_auc_in", "bbh_layerwise", "bbh_single", lower=False),
+    ])
 
 
 # The rows of the paper's table of hypernetwork architectures, by ``BayesByHypernet.architecture``.
@@ -116,6 +179,18 @@ def architecture_results(results: pd.DataFrame, variant_results: pd.DataFrame,
     order = {name: i for i, name in enumerate(ARCHITECTURE_ROWS.values())}
     table = table[table["method"].isin(order)]
     return table.sort_values("method", key=lambda m: m.map(order)).reset_index(drop=True)
+
+
+def architecture_over_seeds(per_seed: pd.DataFrame, variant_per_seed: pd.DataFrame,
+                            bbh_architecture: str) -> pd.DataFrame:
+    """:func:`architecture_results` for every seed of two :func:`evaluate_seeds` tables."""
+    seeds = list(dict.fromkeys(per_seed["seed"]))
+    if set(seeds) != set(variant_per_seed["seed"]):
+        raise ValueError(f"the main runs have seeds {sorted(seeds)}, the variants "
+                         f"{sorted(set(variant_per_seed['seed']))}: train both for every seed")
+    return pd.concat([architecture_results(per_seed[per_seed["seed"] == s],
+                                           variant_per_seed[variant_per_seed["seed"] == s],
+                                           bbh_architecture) for s in seeds], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------
