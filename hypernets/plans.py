@@ -94,10 +94,14 @@ def train_seeds(plan: ChapterPlan, group: str, seeds: Sequence[int], *,
 
 
 def adversarial(params: Mapping[str, Any]) -> ChapterPlan:
-    """The LeNet runs that the FGSM attack is evaluated on (the MNIST table's, when their
-    settings agree, so the store trains them once)."""
+    """The LeNet runs that the FGSM attack is evaluated on, one group per training seed
+    (``methods``, :data:`SEED_GROUP`): the MNIST table's, when their settings agree, so the
+    store trains them once."""
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
-    return ChapterPlan(data, {"methods": _lenet_runs(params, data, params["methods"], "lenet")})
+    return ChapterPlan(data, {
+        SEED_GROUP.format("methods", seed): _lenet_runs({**params, "training_seed": seed}, data,
+                                                        params["methods"], "lenet")
+        for seed in params["seeds"]})
 
 
 def anomaly_detection(params: Mapping[str, Any]) -> ChapterPlan:

@@ -89,14 +89,18 @@ def plot_toy_data(toy: ToyRegression, ax: plt.Axes | None = None) -> plt.Axes:
 
 def metric_panels(data: pd.DataFrame, x: str, panels: dict[str, str], hue: str,
                   xlabel: str) -> plt.Figure:
-    """One panel per metric column (``panels``: column -> title), one line per ``hue`` value."""
+    """One panel per metric column (``panels``: column -> title), one line per ``hue`` value.
+
+    Several rows per (``x``, ``hue``), e.g. seeds, draw their mean and a band of +- one
+    standard deviation (deterministic, unlike seaborn's default bootstrap interval).
+    """
     order = list(dict.fromkeys(data[hue]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharex=True,
                              squeeze=False)
     axes = axes[0]
     for ax, (column, title) in zip(axes, panels.items()):
         sns.lineplot(data=data, x=x, y=column, hue=hue, hue_order=order, style=hue,
-                     style_order=order, markers=True, dashes=False, ax=ax,
+                     style_order=order, markers=True, dashes=False, ax=ax, errorbar="sd",
                      legend=ax is axes[-1])
         ax.set_title(title)
         ax.set_xlabel(xlabel)

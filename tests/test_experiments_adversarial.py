@@ -5,6 +5,7 @@ import math
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -42,12 +43,55 @@ def curves():
 def test_curves_have_one_row_per_method_and_budget():
     table = curves()
     assert list(table.columns) == ["method", "label", "n_nets", "epsilon", "accuracy", "entropy",
-                                   "entropy_auc"]
+                                   "entropy_auc", "retained_accuracy"]
     assert list(table["method"]) == [m for m in ("map", "ensemble", "bbb") for _ in EPSILONS]
     assert table.groupby("method", sort=False)["n_nets"].first().to_dict() == {
         "map": 1, "ensemble": 2, "bbb": 4}
     assert table["entropy"].between(0, math.log(10)).all()
     assert table["entropy_auc"].between(0, 1).all()
+
+
+def test_retained_accuracy_is_the_accuracy_above_chance_relative_to_clean():
+    table = curves()
+    for _, part in table.groupby("method"):
+        clean = part.loc[part["epsilon"] == 0.0, "accuracy"].item()
+        expected = (part["accuracy"] - 0.1) / (clean - 0.1)
+        np.testing.assert_allclose(part["retained_accuracy"], expected)
+        assert part.loc[part["epsilon"] == 0.0, "retained_accuracy"].item() == pytest.approx(1.0)
+    trained, x, y = trained_runs()
+    with pytest.raises(ValueError, match="epsilons must include 0"):
+        adversarial.adversarial_curves(trained, x, y, (0.1, 0.2), n_samples=2)
+
+
+def test_the_robustness_claim_needs_comparable_clean_accuracy_and_seeds():
+    def summary_row(method, seed, clean_error, retained):
+        return {"method": method, "label": method, "seed": seed, "clean_error_pct": clean_error,
+                "mean_retained_accuracy": retained}
+    rows = [summary_row("map", s, 1.0 + 0.1 * s, 0.50 + 0.01 * s) for s in range(3)]
+    rows += [summary_row("bbh", s, 1.1 + 0.1 * s, 0.70 + 0.01 * s) for s in range(3)]
+    # A collapsed net keeps "everything" of nothing: its clean error rules it out.
+    rows += [summary_row("hypergan", s, 88.0 + s, 0.99) for s in range(3)]
+    summary = evaluation.seed_summary(pd.DataFrame(rows), ["clean_error_pct",
+                                                           "mean_retained_accuracy"])
+    claims = adversarial.robustness_claims(summary).set_index("claim")
+    assert claims.loc["keeps more accuracy than map under attack", "seen"] == True  # noqa: E712
+    against_collapsed = claims.loc["keeps more accuracy than hypergan under attack"]
+    assert against_collapsed["seen"] == False and "not comparable" in against_collapsed["evidence"]  # noqa: E712
+    with pytest.raises(ValueError, match="at least one other method"):
+        adversarial.robustness_claims(summary[summary["method"] == "bbh"])
+
+
+def test_attack_seeds_and_their_summaries_carry_the_seed():
+    trained, x, y = trained_runs()
+    both = adversarial.attack_seeds({0: {"map": trained["map"]}, 5: {"map": trained["map"]}},
+                                    x, y, EPSILONS, n_samples=1, batch_size=50)
+    assert list(both["seed"].unique()) == [0, 5]
+    per_seed = adversarial.robustness_over_seeds(both)
+    assert list(per_seed["seed"]) == [0, 5]
+    assert per_seed["clean_error_pct"].nunique() == 1  # the same run twice
+    comparison = adversarial.clean_error_comparison(both)
+    assert comparison.set_index("method").loc["map", "ours"] == pytest.approx(
+        per_seed["clean_error_pct"].iloc[0])
 
 
 def test_clean_point_equals_the_chapter_evaluation_with_the_same_nets():
@@ -117,8 +161,8 @@ def test_figures():
     table = curves()
     fig = adversarial.plot_adversarial_curves(table)
     assert len(fig.axes) == 3
-    assert [ax.get_title() for ax in fig.axes] == ["accuracy", "mean predictive entropy (nats)",
-                                                   "entropy AUC"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "accuracy", "accuracy above chance, relative to clean", "mean predictive entropy (nats)"]
     trained, x, y = trained_runs()
     images = adversarial.adversarial_examples(trained["map"], x[:2], y[:2], EPSILONS, n_samples=1)
     fig = adversarial.plot_adversarial_examples(images, EPSILONS)

@@ -40,7 +40,7 @@ def test_the_held_out_runs_are_trained_per_class(tmp_path):
         plans.train_held_out(plan, [5], store=None)
 
 
-@pytest.mark.parametrize("setting", ["device", "seed", "n_train", "n_test", "epochs", "batch_size",
+@pytest.mark.parametrize("setting", ["device", "seed", "seeds", "n_train", "n_test", "epochs", "batch_size",
                                      "precision", "curve_samples", "eval_batch_size"])
 def test_the_mnist_table_and_the_adversarial_chapter_share_their_full_runs(setting):
     """Both train the same LeNet runs; the store trains them once only if every setting agrees."""
@@ -79,18 +79,18 @@ def test_every_training_seed_of_the_mnist_table_is_a_group_of_its_own(tmp_path):
 
 def test_train_only_stores_what_the_notebook_then_loads(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
-    small = {key: str(value) for key, value in SMALL.items() if key not in ("options", "seeds")}
+    small = {key: str(value) for key, value in SMALL.items() if key != "options"}
     arguments = [item for key, value in small.items() for item in ("-p", key, value)]
     arguments += ["-p", "options", str(SMALL["options"]), "-p", "methods", "[map, ensemble]"]
     assert runner.main(["--train-only", *arguments, "adversarial"]) == 0
     printed = capsys.readouterr().out
-    assert "methods/map: trained" in printed and "methods/ensemble: trained" in printed
+    assert "methods_seed0/map: trained" in printed and "methods_seed0/ensemble: trained" in printed
     resolved = params("adversarial", "smoke", methods=["map", "ensemble"],
                       **{**SMALL})
-    trained = plans.adversarial(resolved).train("methods", store=RunStore(tmp_path))
+    trained = plans.adversarial(resolved).train("methods_seed0", store=RunStore(tmp_path))
     assert all(run.loaded for run in trained.values())
     assert runner.main(["--train-only", *arguments, "adversarial"]) == 0
-    assert "methods/map: in the store" in capsys.readouterr().out
+    assert "methods_seed0/map: in the store" in capsys.readouterr().out
 
 
 def test_train_only_refuses_a_notebook_without_a_plan(capsys):

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from hypernets.adversarial import attack_curve, fgsm_direction, fgsm_step
 from hypernets.data import MNIST_PIXELS, PixelRange
+from hypernets.evaluation import equivalence_verdict, ordering_verdict
 from hypernets.plots import metric_panels
 from hypernets.published import compare_with_published
 from hypernets.runs import TrainedMethod
@@ -28,17 +29,23 @@ __all__ = [
     "PAPER_EPSILONS",
     "adversarial_curves",
     "adversarial_examples",
+    "attack_seeds",
     "clean_error_comparison",
     "plot_adversarial_curves",
     "plot_adversarial_examples",
+    "robustness_claims",
+    "robustness_over_seeds",
     "robustness_summary",
 ]
 
 #: The paper's budgets: 9 values evenly spaced on [0, 0.4] (pixel units).
 PAPER_EPSILONS: tuple[float, ...] = tuple(float(eps) for eps in np.linspace(0.0, 0.4, 9))
 
-_CURVE_COLUMNS = {"accuracy": "accuracy", "entropy": "mean predictive entropy (nats)",
-                  "entropy_auc": "entropy AUC"}
+# The entropy AUC of the paper's third panel is left out of the figure: it moves opposite to
+# the mean entropy and adds nothing to read (it stays in the curves' table).
+_CURVE_COLUMNS = {"accuracy": "accuracy",
+                  "retained_accuracy": "accuracy above chance, relative to clean",
+                  "entropy": "mean predictive entropy (nats)"}
 
 
 def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tensor,
@@ -49,20 +56,52 @@ def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tenso
 
     Each method is attacked and scored with S sampled nets, S =
     ``method.n_distinct_nets(n_samples)`` (1 for MAP, the members of an ensemble). Returns one row per (method,
-    epsilon): ``method, label, n_nets, epsilon, accuracy, entropy, entropy_auc``.
+    epsilon): ``method, label, n_nets, epsilon, accuracy, entropy, entropy_auc,
+    retained_accuracy``. ``retained_accuracy`` is the accuracy above chance relative to the
+    clean one, (accuracy - 1/K) / (clean accuracy - 1/K): 1 without effect, 0 at chance; NaN
+    for a net whose clean accuracy is not above chance (it has nothing to keep). A net near
+    chance can still score high on it, so the robustness claims require comparable clean
+    accuracy first (:func:`robustness_claims`).
     """
     if not trained:
         raise ValueError("trained must hold at least one trained method")
+    if not any(float(eps) == 0.0 for eps in epsilons):
+        raise ValueError(f"epsilons must include 0, the clean evaluation that "
+                         f"retained_accuracy is relative to; got {list(epsilons)}")
     tables = []
     for name, run in trained.items():
         n_nets = run.method.n_distinct_nets(n_samples)
         curve = attack_curve(run.method, x, y, epsilons, n_samples=n_nets,
                              pixel_range=pixel_range, seed=seed, batch_size=batch_size)
+        chance = 1.0 / run.method.target.n_outputs
+        clean = float(curve.loc[curve["epsilon"] == 0.0, "accuracy"].iloc[0])
+        # Undefined (NaN) for a net with no clean accuracy above chance to keep.
+        curve["retained_accuracy"] = ((curve["accuracy"] - chance) / (clean - chance)
+                                      if clean > chance else float("nan"))
         curve.insert(0, "n_nets", n_nets)
         curve.insert(0, "label", run.label)
         curve.insert(0, "method", name)
         tables.append(curve)
     return pd.concat(tables, ignore_index=True)
+
+
+def attack_seeds(trained: Mapping[int, Mapping[str, TrainedMethod]], x: Tensor, y: Tensor,
+                 epsilons: Sequence[float] = PAPER_EPSILONS, **kwargs) -> pd.DataFrame:
+    """:func:`adversarial_curves` of the runs of every training seed, with a ``seed`` column.
+
+    ``trained`` maps a training seed to its runs; ``kwargs`` go to :func:`adversarial_curves`.
+    """
+    if not trained:
+        raise ValueError("trained must hold the runs of at least one seed")
+    return pd.concat([adversarial_curves(runs, x, y, epsilons, **kwargs).assign(seed=s)
+                      for s, runs in trained.items()], ignore_index=True)
+
+
+def robustness_over_seeds(curves: pd.DataFrame,
+                          epsilons_shown: Sequence[float] | None = None) -> pd.DataFrame:
+    """:func:`robustness_summary` of each seed of :func:`attack_seeds` curves, with ``seed``."""
+    return pd.concat([robustness_summary(part, epsilons_shown).assign(seed=s)
+                      for s, part in curves.groupby("seed", sort=False)], ignore_index=True)
 
 
 def _budgets_shown(curves: pd.DataFrame, epsilons_shown: Sequence[float] | None) -> list[float]:
@@ -82,8 +121,10 @@ def robustness_summary(curves: pd.DataFrame,
     ``epsilons_shown`` (default: the smallest, middle and largest budget of ``curves``) gives
     the columns ``accuracy_eps_<epsilon>``. ``mean_accuracy`` averages the accuracy over every
     budget of ``curves`` (the area under the accuracy curve over its width, for evenly spaced
-    budgets): the single number behind the paper's claim that Bayes by Hypernet is the most
-    robust. ``entropy_clean`` and ``entropy_max_eps`` are the mean predictive entropies at the
+    budgets). ``clean_error_pct`` is the error without attack and ``mean_retained_accuracy``
+    the mean ``retained_accuracy`` over the budgets above 0: the number behind the paper's
+    claim that Bayes by Hypernet is the most robust (see :func:`robustness_claims`).
+    ``entropy_clean`` and ``entropy_max_eps`` are the mean predictive entropies at the
     smallest and the largest budget.
     """
     shown = _budgets_shown(curves, epsilons_shown)
@@ -95,8 +136,46 @@ def robustness_summary(curves: pd.DataFrame,
             match = part[np.isclose(part["epsilon"], epsilon, atol=1e-9, rtol=0)]
             row[f"accuracy_eps_{epsilon:g}"] = float(match["accuracy"].iloc[0])
         row["mean_accuracy"] = float(part["accuracy"].mean())
+        row["clean_error_pct"] = 100.0 * (1.0 - float(part["accuracy"].iloc[0]))
+        row["mean_retained_accuracy"] = float(part.loc[part["epsilon"] > 0, "retained_accuracy"].mean())
         row["entropy_clean"] = float(part["entropy"].iloc[0])
         row["entropy_max_eps"] = float(part["entropy"].iloc[-1])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: "Comparable clean accuracy": the tolerance, in percentage points of clean test error.
+CLEAN_ERROR_TOLERANCE_PP = 0.5
+#: The summary columns a table over seeds averages.
+SUMMARY_METRICS = ("clean_error_pct", "mean_accuracy", "mean_retained_accuracy",
+                   "entropy_clean", "entropy_max_eps")
+
+
+def robustness_claims(summary: pd.DataFrame, *, method: str = "bbh",
+                      clean_tolerance: float = CLEAN_ERROR_TOLERANCE_PP) -> pd.DataFrame:
+    """"``method`` is the most robust", against each other method of a seed summary.
+
+    ``summary`` is a :func:`~hypernets.evaluation.seed_summary` of :func:`robustness_summary`
+    tables (a ``seed`` column added). Against each other method: seen if ``method`` keeps more
+    of its accuracy (a higher ``mean_retained_accuracy``, beyond the seeds' spread, see
+    :func:`~hypernets.evaluation.ordering_verdict`) at a clean error within
+    ``clean_tolerance`` percentage points (:func:`~hypernets.evaluation.equivalence_verdict`);
+    where the clean errors are not comparable the claim is not seen.
+    """
+    others = [m for m in summary["method"] if m != method]
+    if method not in set(summary["method"]) or not others:
+        raise ValueError(f"summary must hold {method!r} and at least one other method, got "
+                         f"{list(summary['method'])}")
+    rows = []
+    for other in others:
+        row = ordering_verdict(summary, f"keeps more accuracy than {other} under attack",
+                               "mean_retained_accuracy", method, other, lower=False)
+        clean = equivalence_verdict(summary, "", "clean_error_pct", method, other,
+                                    tolerance=clean_tolerance)
+        row["evidence"] += f"; clean error {clean['evidence']}"
+        if clean["seen"] is False:
+            row["seen"] = False
+            row["evidence"] += " (not comparable)"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -106,20 +185,23 @@ def clean_error_comparison(curves: pd.DataFrame) -> pd.DataFrame:
 
     The robustness figure itself was published without numbers; its starting point, the clean
     test error, is in the paper's MNIST table. Returns the ``error_pct`` rows of
-    :func:`hypernets.published.compare_with_published` for table ``mnist``; ``curves`` must hold
-    the budget 0.
+    :func:`hypernets.published.compare_with_published` for table ``mnist`` (ours: the mean over
+    the seeds of :func:`attack_seeds` curves); ``curves`` must hold the budget 0.
     """
     clean = curves[np.isclose(curves["epsilon"], 0.0, atol=1e-12, rtol=0)]
     if clean.empty:
         raise ValueError("curves hold no row with epsilon = 0, the clean evaluation")
-    ours = pd.DataFrame({"method": clean["method"].to_numpy(),
-                         "error_pct": 100.0 * (1.0 - clean["accuracy"].to_numpy())})
+    # One row per method: the mean over seeds where the curves have several.
+    accuracy = clean.groupby("method", sort=False)["accuracy"].mean()
+    ours = pd.DataFrame({"method": accuracy.index.to_numpy(),
+                         "error_pct": 100.0 * (1.0 - accuracy.to_numpy())})
     comparison = compare_with_published(ours, "mnist")
     return comparison[comparison["metric"] == "error_pct"].reset_index(drop=True)
 
 
 def plot_adversarial_curves(curves: pd.DataFrame) -> plt.Figure:
-    """The paper's robustness figure: accuracy, mean entropy and entropy AUC against epsilon."""
+    """Accuracy, accuracy retained above chance and mean entropy against epsilon (mean and
+    standard deviation over seeds where ``curves`` has several)."""
     return metric_panels(curves, "epsilon", _CURVE_COLUMNS, "label", "FGSM budget ε (pixels)")
 
 

@@ -107,7 +107,7 @@ def table_claims(summary: pd.DataFrame, *,
     for b in present:
         row = ordering_verdict(summary, f"less confident than {b} on notMNIST, at its accuracy",
                                "entropy_auc_out", "bbh", b, lower=True)
-        if accurate[b]["seen"] is False and row["seen"] is not False:
+        if accurate[b]["seen"] is False:
             # A net that is uncertain everywhere (a collapsed one predicts uniformly) is also
             # uncertain on outliers: without the accuracy the ordering says nothing.
             row["seen"] = False
