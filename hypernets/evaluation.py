@@ -89,6 +89,19 @@ def entropy_ecdf_table(probs: Mapping[str, Tensor], *, n_points: int = 200,
     return pd.concat(parts, ignore_index=True)
 
 
+def reliability_table(trained: Mapping[str, TrainedMethod], x: Tensor, labels: Tensor, *,
+                      n_samples: int, n_bins: int = 15, batch_size: int = 1000,
+                      seed: int = 0) -> pd.DataFrame:
+    """Reliability-diagram bins of every run's mean predictive (:func:`metrics.reliability_diagram`,
+    15 equal-width bins as the ECE), with ``method`` and ``label`` columns."""
+    frames = []
+    for name, run in trained.items():
+        probs = predict_probs(run, x, n_samples, batch_size=batch_size, seed=seed)
+        table = metrics.reliability_diagram(probs, labels, n_bins=n_bins)
+        frames.append(table.assign(method=name, label=run.label))
+    return pd.concat(frames, ignore_index=True)
+
+
 def training_curves(trained: Mapping[str, TrainedMethod]) -> pd.DataFrame:
     """One row per run and epoch: ``method, label, epoch, loss`` and the per-epoch evaluation
     (``test_error_pct`` for runs trained with :class:`~hypernets.runs.TestError`)."""

@@ -144,3 +144,40 @@ def plot_comparison(comparison: pd.DataFrame, metrics_shown: Sequence[str] | Non
     fig.tight_layout()
     fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     return fig
+
+
+def plot_reliability(bins: pd.DataFrame, n_cols: int = 4) -> plt.Figure:
+    """Reliability diagrams, one panel per run (a :func:`hypernets.evaluation.reliability_table`).
+
+    Bars: the accuracy in each confidence bin; the diagonal is perfect calibration; the
+    number in the corner is the share of test points in the fullest bin (most sit in the top
+    one for an accurate classifier). Empty bins are left out.
+    """
+    labels = list(dict.fromkeys(bins["label"]))
+    n_cols = min(check_positive_int("n_cols", n_cols), len(labels))
+    n_rows = -(-len(labels) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 3.0 * n_rows),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, label in zip(axes.flat, labels):
+        part = bins[(bins["label"] == label) & (bins["count"] > 0)]
+        widths = part["bin_upper"] - part["bin_lower"]
+        ax.bar(part["bin_lower"], part["accuracy"], width=widths, align="edge",
+               edgecolor="black", linewidth=0.5, label="accuracy")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+        ax.plot(part["confidence"], part["confidence"], "o", color="black", markersize=2.5,
+                label="mean confidence")
+        share = part["count"].max() / part["count"].sum()
+        ax.text(0.04, 0.92, f"fullest bin: {share:.0%}", fontsize="x-small", transform=ax.transAxes)
+        ax.set_title(label, fontsize="small")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    for ax in axes.flat[len(labels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
+    return fig

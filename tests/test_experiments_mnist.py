@@ -361,3 +361,17 @@ def test_architecture_over_seeds_pairs_the_runs_of_each_seed():
         (1, "bbh_single", 5.0), (1, "bbh_layerwise", 2.0), (1, "bbh_sliced", 6.0)]
     with pytest.raises(ValueError, match="train both for every seed"):
         mnist.architecture_over_seeds(main, variants[variants["seed"] == 0], "layer_wise")
+
+
+def test_reliability_table_bins_each_runs_mean_predictive(trained, data):
+    bins = evaluation.reliability_table(trained, data.test.x, data.test.y, n_samples=3)
+    assert list(dict.fromkeys(bins["method"])) == ["map", "mc_dropout", "ensemble"]
+    assert (bins.groupby("method")["count"].sum() == len(data.test.y)).all()
+    assert len(bins) == 3 * 15
+    probs = evaluation.predict_probs(trained["ensemble"], data.test.x, 3)
+    ours = bins[bins["method"] == "ensemble"].drop(columns=["method", "label"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours, metrics.reliability_diagram(probs, data.test.y))
+    fig = plots.plot_reliability(bins, n_cols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == list(dict.fromkeys(bins["label"]))
+    assert len(fig.axes) == 4  # a 2 x 2 grid, the last panel hidden
