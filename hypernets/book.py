@@ -424,11 +424,18 @@ PARAMETER_RULES: dict[str, Rule] = {
     # experiments
     "epsilons": _real_list(0.0, 1.0, note="FGSM budgets are pixel distances, pixels lie in [0, 1]"),
     "held_out_classes": _int_list(0, 9, distinct=True),
+    "seeds": _int_list(0, distinct=True),
     "noise_stds": _real_list(0.0, exclusive_minimum=True),
     "targets": _toy_targets("noise_stds"),
     "prior_std": _real(0.0, exclusive_minimum=True),
     "nuts": _nuts(),
     "nuts_processes": _integer(0),
+    "standardize": Rule("bool"),
+    "n_held_out": _integer(1),
+    "coverage_level": _real(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True,
+                            note="the probability of a central predictive interval"),
+    "match_factor": _real(1.0, exclusive_minimum=True,
+                          note="a std ratio in [1 / match_factor, match_factor] matches NUTS"),
     "n_pairs": _integer(1),
     "product_points": _integer(1),
     "mi_beta": _real(0.0, exclusive_minimum=True, note="the weight of the MI term; 0 is the variant without it"),
@@ -718,9 +725,14 @@ class RunConfig:
         label = name or f"table_{len(self._summaries) + 1}"
         self._summaries.append({"name": label, "decimals": decimals, "records": rounded.to_dict(orient="records")})
 
-    def record_runs(self, trained: Mapping[str, Any]) -> pd.DataFrame:
+    def record_runs(self, trained: Mapping[str, Any], seed: int | None = None) -> pd.DataFrame:
         """Keep each trained run's store key, training time and epochs for the results file;
-        return them as a table (``trained``: run name -> :class:`hypernets.runs.TrainedMethod`)."""
+        return them as a table (``trained``: run name -> :class:`hypernets.runs.TrainedMethod`).
+
+        With ``seed`` (one of several training seeds) the runs are recorded as ``name (seed s)``.
+        """
+        trained = {name if seed is None else f"{name} (seed {seed})": run
+                   for name, run in trained.items()}
         for name, run in trained.items():
             last = run.history[-1] if run.history else {}
             machine = run.trained_with

@@ -219,8 +219,10 @@ def test_the_runs_a_page_used_go_into_its_results_with_their_store_keys(toy_prof
     assert table.to_dict(orient="records") == [
         {"run": "map", "key": "ab" * 32, "train_time_s": 12.3, "epochs": 2, "steps": 10,
          "loaded_from_store": True, "trained_on": "a CPU, 2 threads"}]
+    assert list(cfg.record_runs({"map": run}, seed=3)["run"]) == ["map (seed 3)"]
     cfg.finish()
-    assert json.loads(results_path.read_text())["runs"]["map"]["key"] == "ab" * 32
+    recorded = json.loads(results_path.read_text())["runs"]
+    assert recorded["map"]["key"] == "ab" * 32 and recorded["map (seed 3)"]["key"] == "ab" * 32
 
 
 def test_finish_writes_nothing_without_results_variable(toy_profiles, tmp_path, monkeypatch, capsys):
@@ -352,6 +354,11 @@ def test_every_profile_passes_the_parameter_rules(notebook):
          r"every entry of parameter 'targets' must be one of .*'toy_bbh'.*got 'lenet'"),
         ("toy_variance", "prior_std", 0.0, r"parameter 'prior_std' must be a finite number.*got 0.0"),
         ("toy_variance", "nuts_processes", -1, r"parameter 'nuts_processes' must be an integer >= 0"),
+        ("toy_variance", "n_held_out", 0, r"parameter 'n_held_out' must be an integer >= 1"),
+        ("toy_variance", "coverage_level", 1.0,
+         r"parameter 'coverage_level' must be a finite number in \(0, 1\).*central predictive interval"),
+        ("toy_variance", "match_factor", 1.0,
+         r"parameter 'match_factor' must be a finite number.*got 1.0 \(a std ratio in"),
         ("toy_variance", "nuts", {"num_samples": 3}, r"'nuts'\['num_samples'\] must be an integer >= 4, got 3 \(pyro"),
         ("toy_variance", "nuts", {"num_chain": 2},
          r"parameter 'nuts' has setting\(s\) num_chain; it may set num_chains"),
@@ -397,6 +404,15 @@ def test_an_ensemble_needs_as_many_members_as_the_weight_samples_it_is_tested_wi
         book.resolve_parameters("weight_correlations", "smoke", **values)
     values["correlation_options"] = {"ensemble": {"n_members": 4}}
     book.resolve_parameters("weight_correlations", "smoke", **values)
+
+
+def test_the_toys_scaling_switch_is_a_bool():
+    values = _profile_values("toy_variance")
+    assert book.resolve_parameters("toy_variance", "smoke", **{**values, "standardize": False})["standardize"] is False
+    with pytest.raises(TypeError, match=r"parameter 'standardize' = 'yes' has type str; expected bool"):
+        book.resolve_parameters("toy_variance", "smoke", **{**values, "standardize": "yes"})
+    with pytest.raises(TypeError, match=r"parameter 'standardize' = 1 has type int; expected bool"):
+        book.resolve_parameters("toy_variance", "smoke", **{**values, "standardize": 1})
 
 
 def test_a_null_profile_value_keeps_its_declared_type():

@@ -1,4 +1,6 @@
-"""The cubic-toy chapter's library: settings, training, std tables against NUTS, figures."""
+"""The cubic-toy chapter's library: settings, scaling, training, std tables against NUTS, held-out scores, figures."""
+
+import dataclasses
 
 import matplotlib
 
@@ -9,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from hypernets import runs  # noqa: E402
+from hypernets import metrics, runs  # noqa: E402
 from hypernets.data import toy_regression  # noqa: E402
 from hypernets.experiments import toy  # noqa: E402
 from hypernets.likelihoods import Gaussian  # noqa: E402
@@ -81,6 +83,10 @@ def test_run_toy_samples_every_method_and_the_reference(tiny_result):
     assert tiny_result.samples["Bayes by Backprop"].shape == (7, grid)
     assert tiny_result.samples["NUTS"].shape == (2 * 10, grid)
     assert tiny_result.trained["bbb"].history[-1]["step"] == 8
+    for name, n_points in (("train", 20), ("inside", 500), ("outside", 500)):
+        assert set(tiny_result.point_samples[name]) == set(tiny_result.samples)
+        assert tiny_result.point_samples[name]["Bayes by Backprop"].shape == (7, n_points)
+        assert tiny_result.point_samples[name]["NUTS"].shape == (2 * 10, n_points)
 
 
 def test_std_table_gives_ratios_to_the_reference():
@@ -168,3 +174,120 @@ def test_options_table_lists_each_methods_settings():
     assert table.loc["map", "options"] == ""
     assert table.loc["bbb", "options"] == "lr=0.01, init_std=0.1"
     assert list(table.index) == ["map", "bbb"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A well-posed problem: standardised data, held-out points, held-out scores, the conclusion
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_standardizer_uses_the_training_sets_moments_and_maps_back_exactly():
+    data = toy_regression(9.0)
+    scaler = toy.Standardizer.fit(data.x, data.y)
+    x, y = scaler.x(data.x), scaler.y(data.y)
+    assert float(x.mean()) == pytest.approx(0.0, abs=1e-6) and float(y.mean()) == pytest.approx(0.0, abs=1e-6)
+    # The population std (np.std, as PBP_net.py), not the sample std.
+    assert float(x.std(correction=0)) == pytest.approx(1.0, rel=1e-5)
+    assert float(y.std(correction=0)) == pytest.approx(1.0, rel=1e-5)
+    assert scaler.y_std == pytest.approx(float(data.y.std(correction=0)), rel=1e-6)
+    torch.testing.assert_close(scaler.y_back(y), data.y)
+    assert scaler.noise_std(9.0) == pytest.approx(9.0 / scaler.y_std)
+    assert not scaler.is_identity and toy.Standardizer().is_identity
+    assert torch.equal(toy.Standardizer().x(data.x), data.x)
+    with pytest.raises(ValueError, match="standardize=False"):
+        toy.Standardizer.fit(torch.ones(5, 1), data.y[:5])
+    with pytest.raises(ValueError, match="y_std"):
+        toy.Standardizer(y_std=0.0)
+
+
+def test_held_out_points_lie_inside_and_outside_the_data_with_the_right_noise():
+    data = toy_regression(3.0, seed=2)
+    held_out = toy.held_out_points(data, 4000, seed=2)
+    assert held_out.x_in.shape == held_out.y_out.shape == (4000, 1)
+    assert bool(data.inside(held_out.x_in).all()) and not bool(data.inside(held_out.x_out).any())
+    assert float(held_out.x_out.min()) >= -6.0 and float(held_out.x_out.max()) <= 6.0
+    assert 0.4 < float((held_out.x_out > 0).double().mean()) < 0.6  # both sides, as long as each other
+    # Fresh points: not the training draw of the same seed.
+    assert not torch.isin(data.x, held_out.x_in).any()
+    # The noise is N(0, sigma^2): the true function's 95% interval covers about 95% of the targets.
+    for x, y in ((held_out.x_in, held_out.y_in), (held_out.x_out, held_out.y_out)):
+        truth = data.true_function(x)[:, 0].unsqueeze(0)
+        assert metrics.interval_coverage(truth, y, levels=(0.95,), noise_std=3.0)[0.95] == pytest.approx(0.95, abs=0.015)
+    again = toy.held_out_points(data, 4000, seed=2)
+    assert torch.equal(again.x_out, held_out.x_out) and torch.equal(again.y_in, held_out.y_in)
+    with pytest.raises(ValueError, match="n_held_out"):
+        toy.held_out_points(data, 0)
+
+
+def test_the_networks_and_nuts_see_standardised_data_and_report_on_the_original_scale(tiny_result):
+    data, scaler, reference = tiny_result.data, tiny_result.scaler, tiny_result.reference
+    assert scaler == toy.Standardizer.fit(data.x, data.y)
+    assert tiny_result.trained["map"].method.likelihood.noise_std == pytest.approx(3.0 / scaler.y_std)
+    expected = scaler.y_back(reference.target(reference.params, scaler.x(data.x_grid))[..., 0])
+    torch.testing.assert_close(tiny_result.samples["NUTS"], expected.detach())
+    # The same NUTS functions on the training points as on the grid: one call per method.
+    torch.testing.assert_close(tiny_result.point_samples["train"]["NUTS"],
+                               scaler.y_back(reference.target(reference.params, scaler.x(data.x))[..., 0]).detach())
+
+
+def test_map_fits_down_to_the_noise_only_on_the_standardised_problem():
+    def map_rmse(standardize):
+        [result] = toy.run_toy([(3.0, "toy_bbh")], ["map"], steps=3000, n_samples=1, nuts=TINY_NUTS,
+                               standardize=standardize, n_held_out=10, options={"map": {"lr": 0.01}})
+        return toy.training_table([result]).loc[(3.0, "toy_bbh", "MAP"), "RMSE / sigma"]
+
+    assert map_rmse(True) < 1.25  # about sigma: the model fits the data
+    assert map_rmse(False) > 1.4  # the raw targets (+-64) under the N(0, 1) prior: MAP underfits
+
+
+def test_run_toy_refuses_bad_scaling_and_held_out_settings():
+    with pytest.raises(ValueError, match="standardize must be True or False"):
+        toy.run_toy([(3.0, "toy_bbh")], ["map"], steps=1, n_samples=2, nuts=TINY_NUTS, standardize="yes")
+    with pytest.raises(ValueError, match="n_held_out"):
+        toy.run_toy([(3.0, "toy_bbh")], ["map"], steps=1, n_samples=2, nuts=TINY_NUTS, n_held_out=0)
+
+
+def test_held_out_table_scores_every_method_nuts_and_the_true_function(tiny_result):
+    table = toy.held_out_table([tiny_result], level=0.9)
+    labels = list(tiny_result.samples) + [toy.ORACLE_LABEL]
+    assert list(table.index) == [(3.0, "toy_bbh", label) for label in labels]
+    assert {"NLL in", "NLL out", "coverage in", "coverage out", "RMSE in", "RMSE out"} == set(table.columns)
+    assert table[["coverage in", "coverage out"]].stack().between(0, 1).all()
+    _, y = tiny_result.points("outside")
+    nuts = tiny_result.point_samples["outside"]["NUTS"]
+    assert table.loc[(3.0, "toy_bbh", "NUTS"), "NLL out"] == pytest.approx(metrics.gaussian_nll(nuts, y, 3.0))
+    # The true function with the true noise: its 90% interval covers about 90% of 500 points.
+    assert table.loc[(3.0, "toy_bbh", toy.ORACLE_LABEL), "coverage in"] == pytest.approx(0.9, abs=0.05)
+    # MAP's predictive is N(f, sigma^2): the noise alone sets its width.
+    map_in = tiny_result.point_samples["inside"]["MAP"]
+    _, y_in = tiny_result.points("inside")
+    assert table.loc[(3.0, "toy_bbh", "MAP"), "coverage in"] == metrics.interval_coverage(
+        map_in, y_in, levels=(0.9,), noise_std=3.0)[0.9]
+    with pytest.raises(ValueError, match="point set"):
+        tiny_result.points("test")
+
+
+def test_the_match_rule_has_the_stated_tolerance():
+    assert toy.matches_reference(2.0, 2.0) and toy.matches_reference(0.5, 2.0) and toy.matches_reference(1.0)
+    assert not toy.matches_reference(2.01, 2.0) and not toy.matches_reference(0.49, 2.0)
+    assert toy.matches_reference(2.5, 3.0)
+    with pytest.raises(ValueError, match="match_factor"):
+        toy.matches_reference(1.0, 1.0)
+
+
+def test_the_conclusion_follows_the_ratios(tiny_result):
+    nuts = tiny_result.samples["NUTS"]
+    mean = nuts.mean(0)
+    samples = dict(tiny_result.samples)
+    samples["Deep ensemble"] = nuts.clone()  # exact: ratio 1 everywhere
+    samples["Bayes by Backprop"] = mean + 3 * (nuts - mean)  # three times NUTS's spread
+    result = dataclasses.replace(tiny_result, samples=samples)
+    text = toy.conclusion([result], factor=2.0, level=0.95)
+    assert "within a factor 2 of NUTS's (ratio in [0.50, 2.00])" in text
+    assert "Inside the data, Deep ensemble (1.00) matches NUTS" in text
+    assert "Bayes by Backprop (3.00) is too uncertain" in text
+    assert "MAP (0.00)" in text and "MAP's training RMSE is" in text
+    assert "the methods that match NUTS inside and outside the data: Deep ensemble;" in text
+    assert "in neither region: MAP and Bayes by Backprop." in text
+    # A wider tolerance moves Bayes by Backprop into the matching group.
+    assert "inside and outside the data: Deep ensemble and Bayes by Backprop;" in toy.conclusion([result], factor=3.5)

@@ -6,9 +6,18 @@ the data and widens outside it. Beyond the papers, each method's predictive stan
 deviation is compared with that of the exact posterior of the same network under the same
 prior and likelihood, sampled with NUTS (:mod:`hypernets.reference_posterior`).
 
-The standard deviations here are those of the sampled functions f_s(x) (the epistemic part);
-the Gaussian observation noise, the same sigma for every method, is left out so that the
-comparison is not dominated by it.
+The problem is posed as Hernandez-Lobato & Adams (2015) pose regression: inputs and targets
+are standardised with the training set's mean and (population) standard deviation
+(:class:`Standardizer`), every network and NUTS work on that scale with the N(0, 1) weight
+prior and the noise std sigma / std(y), and every number is reported back on the original
+scale. ``standardize=False`` keeps the raw problem (y up to +-64 under an N(0, 1) prior:
+MAP underfits, and NUTS is the exact posterior of a misspecified model).
+
+The standard deviations of the figures and of :func:`std_table` are those of the sampled
+functions f_s(x) (the epistemic part); the Gaussian observation noise, the same sigma for
+every method, is left out so that the comparison is not dominated by it. The held-out
+scores (:func:`held_out_table`: NLL, interval coverage) use the full predictive, noise
+included, on fresh points inside the data and outside it.
 
 Runs are named as in :mod:`hypernets.runs`: a registry name, whose options (constructor
 arguments, plus ``lr`` and ``steps`` for training) come from a per-run mapping.
@@ -42,7 +51,7 @@ from hypernets.runs import TrainedMethod, train_methods
 from hypernets.seeding import seeded
 from hypernets.targets import TargetNet, get_target
 from hypernets.training import predict
-from hypernets.validation import check_int, check_positive
+from hypernets.validation import check_bool, check_int, check_positive, check_real
 
 # ---------------------------------------------------------------------------------------------
 # Settings
@@ -71,18 +80,130 @@ def options_table(methods: Sequence[str], options: Mapping[str, Mapping[str, Any
     return pd.DataFrame({"options": rows}).rename_axis("method")
 
 
-def function_samples(trained: Mapping[str, TrainedMethod], reference: ReferencePosterior | None,
-                     x: Tensor, n_samples: int) -> dict[str, Tensor]:
-    """Sampled functions on ``x`` ([G, 1]) per label: [S, G] (all NUTS draws for the reference).
+# ---------------------------------------------------------------------------------------------
+# Scaling and held-out data
+# ---------------------------------------------------------------------------------------------
 
-    Torch's global RNG must be seeded by the caller for reproducible samples.
+
+@dataclass(frozen=True)
+class Standardizer:
+    """The affine maps x -> (x - x_mean) / x_std and y -> (y - y_mean) / y_std, and back.
+
+    :meth:`fit` takes the means and population standard deviations of the training set, as
+    Hernandez-Lobato & Adams's PBP code does (``PBP_net.py``: ``np.mean`` and ``np.std``); the
+    default is the identity (the raw problem). A Gaussian noise std sigma on the original
+    scale is ``sigma / y_std`` on the standardised one (:meth:`noise_std`).
     """
+
+    x_mean: float = 0.0
+    x_std: float = 1.0
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    def __post_init__(self):
+        for name in ("x_mean", "y_mean"):
+            check_real(name, getattr(self, name))
+        for name in ("x_std", "y_std"):
+            check_positive(name, getattr(self, name))
+
+    @classmethod
+    def fit(cls, x: Tensor, y: Tensor) -> Standardizer:
+        """Means and population stds of the training inputs ``x`` and targets ``y`` ([n, 1] each)."""
+        if x.ndim != 2 or x.shape[1] != 1 or y.shape != x.shape or len(x) < 2:
+            raise ValueError(f"x and y must both have shape [n, 1] with n >= 2, got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)}")
+        stats = {}
+        for name, values in (("x", x), ("y", y)):
+            values = values.detach().to(torch.float64)
+            std = float(values.std(correction=0))
+            if not std > 0:
+                raise ValueError(f"the training {name} are all equal ({float(values[0, 0])!r}): a standard "
+                                 "deviation of 0 cannot be standardised; pass standardize=False")
+            stats[f"{name}_mean"], stats[f"{name}_std"] = float(values.mean()), std
+        return cls(**stats)
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.x_mean, self.x_std, self.y_mean, self.y_std) == (0.0, 1.0, 0.0, 1.0)
+
+    def x(self, x: Tensor) -> Tensor:
+        """Inputs on the standardised scale."""
+        return (x - self.x_mean) / self.x_std
+
+    def y(self, y: Tensor) -> Tensor:
+        """Targets on the standardised scale."""
+        return (y - self.y_mean) / self.y_std
+
+    def y_back(self, values: Tensor) -> Tensor:
+        """Outputs (function values) on the standardised scale back on the original one."""
+        return values * self.y_std + self.y_mean
+
+    def noise_std(self, noise_std: float) -> float:
+        """A noise std on the original scale, on the standardised one."""
+        return check_positive("noise_std", noise_std) / self.y_std
+
+
+def held_out_seed(seed: int) -> int:
+    """The 32-bit seed of the held-out draw for training ``seed``: a stream of its own, never ``seed``.
+
+    (torch's CPU generator keeps only the low 32 bits of a seed, so an offset such as
+    ``seed + 2**32`` would repeat the training points; NumPy's ``SeedSequence`` mixes the seed
+    with a stream tag instead.)
+    """
+    state = int(np.random.SeedSequence([check_int("seed", seed, minimum=0), 1]).generate_state(1)[0])
+    return state if state != seed else state ^ 1
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Fresh noisy points inside the data (``x_range``) and outside it (the rest of the grid's range)."""
+
+    x_in: Tensor  # [n, 1]
+    y_in: Tensor
+    x_out: Tensor
+    y_out: Tensor
+
+
+def held_out_points(data: ToyRegression, n_points: int, seed: int = 0) -> HeldOut:
+    """``n_points`` new points uniform on ``data.x_range`` and ``n_points`` uniform on the grid's range outside it.
+
+    Targets are the true function plus N(0, ``data.noise_std``^2) noise, drawn from a private
+    generator seeded with :func:`held_out_seed` (independent of the training draw with the
+    same ``seed``).
+    """
+    n_points = check_int("n_held_out", n_points, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    low, high = data.x_range
+    grid_low, grid_high = float(data.x_grid.min()), float(data.x_grid.max())
+    left, right = max(low - grid_low, 0.0), max(grid_high - high, 0.0)
+    if left + right == 0:
+        raise ValueError(f"the grid {grid_low, grid_high} has no room outside the data range {data.x_range}")
+    generator = torch.Generator().manual_seed(held_out_seed(seed))
+    x_in = low + (high - low) * torch.rand(n_points, 1, generator=generator)
+    u = (left + right) * torch.rand(n_points, 1, generator=generator)
+    x_out = torch.where(u < left, grid_low + u, high + (u - left))
+    y_in = data.true_function(x_in) + data.noise_std * torch.randn(n_points, 1, generator=generator)
+    y_out = data.true_function(x_out) + data.noise_std * torch.randn(n_points, 1, generator=generator)
+    return HeldOut(x_in=x_in, y_in=y_in, x_out=x_out, y_out=y_out)
+
+
+def function_samples(trained: Mapping[str, TrainedMethod], reference: ReferencePosterior | None,
+                     x: Tensor, n_samples: int, scaler: Standardizer | None = None) -> dict[str, Tensor]:
+    """Sampled functions on ``x`` ([G, 1], original scale) per label: [S, G] on the original scale.
+
+    The networks see ``scaler.x(x)`` and their outputs come back through ``scaler.y_back``
+    (no scaler: the identity). All NUTS draws are used for the reference. Torch's global RNG
+    must be seeded by the caller for reproducible samples.
+    """
+    scaler = scaler or Standardizer()
+    inputs = scaler.x(x)
     samples = {}
     for run in trained.values():
-        samples[run.label] = predict(run.method, x, run.method.n_distinct_nets(n_samples))[..., 0]
+        values = predict(run.method, inputs, run.method.n_distinct_nets(n_samples))[..., 0]
+        samples[run.label] = scaler.y_back(values)
     if reference is not None:
         with torch.no_grad():
-            samples[REFERENCE_LABEL] = reference.target(reference.params, x)[..., 0]
+            samples[REFERENCE_LABEL] = scaler.y_back(reference.target(reference.params, inputs)[..., 0])
     return samples
 
 
@@ -90,16 +211,36 @@ def function_samples(trained: Mapping[str, TrainedMethod], reference: ReferenceP
 # The experiment
 # ---------------------------------------------------------------------------------------------
 
+#: The point sets every method is evaluated on besides the grid: name -> (x, y) of a result.
+POINT_SETS = ("train", "inside", "outside")
+
 
 @dataclass
 class ToyResult:
-    """One setting's data, trained methods, NUTS posterior and sampled functions on the grid."""
+    """One setting's data, scaling, trained methods, NUTS posterior and sampled functions.
+
+    ``samples`` holds the sampled functions on ``data.x_grid``; ``point_samples[name]`` those
+    on the training points (``"train"``) and on the held-out points inside and outside the
+    data (``"inside"``, ``"outside"``), all from the same sampled networks and on the
+    original scale.
+    """
 
     data: ToyRegression
     target: TargetNet
     trained: dict[str, TrainedMethod]
     reference: ReferencePosterior
     samples: dict[str, Tensor]  # label -> [S, G] on data.x_grid
+    scaler: Standardizer
+    held_out: HeldOut
+    point_samples: dict[str, dict[str, Tensor]]  # point set -> label -> [S, n]
+
+    def points(self, name: str) -> tuple[Tensor, Tensor]:
+        """Inputs and targets of point set ``name`` (one of :data:`POINT_SETS`), original scale."""
+        sets = {"train": (self.data.x, self.data.y), "inside": (self.held_out.x_in, self.held_out.y_in),
+                "outside": (self.held_out.x_out, self.held_out.y_out)}
+        if name not in sets:
+            raise ValueError(f"point set must be one of {', '.join(sets)}; got {name!r}")
+        return sets[name]
 
 
 def _completed(value) -> Future:
@@ -110,15 +251,22 @@ def _completed(value) -> Future:
 
 def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, steps: int, n_samples: int,
             nuts: Mapping[str, int], nuts_processes: int = 0, device: str | torch.device = "cpu",
-            seed: int = 0, prior_std: float = 1.0,
+            seed: int = 0, prior_std: float = 1.0, standardize: bool = True, n_held_out: int = 500,
             options: Mapping[str, Mapping[str, Any]] | None = None) -> list[ToyResult]:
     """For each (noise std, target name) of ``settings``: train ``methods``, sample NUTS, sample every predictive.
 
+    With ``standardize`` (the default) the networks and NUTS see the data standardised by
+    the training set's means and stds (:class:`Standardizer`), with the likelihood's noise
+    std sigma / std(y); ``False`` fits the raw data. Either way the returned samples are on
+    the original scale.
+
     ``nuts`` holds the keyword arguments of :func:`~hypernets.reference_posterior.nuts_posterior`
     (``num_chains``, ``num_samples``, ``warmup_steps``, ``max_tree_depth``); its prior is
-    N(0, ``prior_std``^2), the prior of the methods that have one (MAP, MC dropout, ensembles,
-    Bayes by Backprop, Bayes by Hypernet and the Bayesian hypernetwork use prior_std = 1 unless
-    ``options`` say otherwise). Each data set is drawn with ``seed``.
+    N(0, ``prior_std``^2) on the scale the networks see, the prior of the methods that have
+    one (MAP, MC dropout, ensembles, Bayes by Backprop, Bayes by Hypernet and the Bayesian
+    hypernetwork use prior_std = 1 unless ``options`` say otherwise). Each data set is drawn
+    with ``seed``, and ``n_held_out`` fresh points inside and outside the data with
+    :func:`held_out_points`.
 
     NUTS runs on the CPU. With ``nuts_processes`` > 0 the reference posteriors are sampled in
     that many worker processes while the methods train (on ``device``), which hides NUTS's
@@ -128,10 +276,17 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
     second thread, and the numbers do not depend on where NUTS ran.
     """
     check_int("nuts_processes", nuts_processes, minimum=0)
-    problems = [(toy_regression(noise_std=noise_std, seed=seed), get_target(name), Gaussian(noise_std))
-                for noise_std, name in settings]
-    jobs = [dict(target=target, likelihood=likelihood, x=data.x, y=data.y, prior_std=prior_std, seed=seed, **nuts)
-            for data, target, likelihood in problems]
+    check_bool("standardize", standardize)
+    check_int("n_held_out", n_held_out, minimum=1)
+    check_int("n_samples", n_samples, minimum=1)
+    problems = []
+    for noise_std, name in settings:
+        data = toy_regression(noise_std=noise_std, seed=seed)
+        scaler = Standardizer.fit(data.x, data.y) if standardize else Standardizer()
+        problems.append((data, scaler, get_target(name), Gaussian(scaler.noise_std(noise_std))))
+    jobs = [dict(target=target, likelihood=likelihood, x=scaler.x(data.x), y=scaler.y(data.y),
+                 prior_std=prior_std, seed=seed, **nuts)
+            for data, scaler, target, likelihood in problems]
     with contextlib.ExitStack() as stack:
         stack.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(1)
@@ -140,15 +295,23 @@ def run_toy(settings: Sequence[tuple[float, str]], methods: Sequence[str], *, st
             futures = [pool.submit(nuts_posterior, **job) for job in jobs]
         else:
             futures = [_completed(nuts_posterior(**job)) for job in jobs]
-        trained = [train_methods(methods, target, data.x, data.y, steps=steps, batch_size=len(data.x),
-                                 likelihood=likelihood, device=device, seed=seed, options=options)
-                   for data, target, likelihood in problems]
+        trained = [train_methods(methods, target, scaler.x(data.x), scaler.y(data.y), steps=steps,
+                                 batch_size=len(data.x), likelihood=likelihood, device=device, seed=seed,
+                                 options=options)
+                   for data, scaler, target, likelihood in problems]
         references = [future.result() for future in futures]
         results = []
-        for (data, target, _), runs, reference in zip(problems, trained, references):
+        for (data, scaler, target, _), runs, reference in zip(problems, trained, references):
+            held_out = held_out_points(data, n_held_out, seed)
+            # One call per method, so that the grid and every point set see the same sampled nets.
+            parts = {"grid": data.x_grid, "train": data.x, "inside": held_out.x_in, "outside": held_out.x_out}
             with seeded(seed, device):
-                samples = function_samples(runs, reference, data.x_grid, n_samples)
-            results.append(ToyResult(data, target, runs, reference, samples))
+                joint = function_samples(runs, reference, torch.cat(list(parts.values())), n_samples, scaler)
+            sizes = [len(x) for x in parts.values()]
+            split = {name: {label: values.split(sizes, dim=1)[i] for label, values in joint.items()}
+                     for i, name in enumerate(parts)}
+            grid = split.pop("grid")
+            results.append(ToyResult(data, target, runs, reference, grid, scaler, held_out, split))
     return results
 
 
@@ -217,15 +380,181 @@ def convergence_table(results: Sequence[ToyResult]) -> pd.DataFrame:
 
 
 def training_table(results: Sequence[ToyResult]) -> pd.DataFrame:
-    """Per setting and method: steps, final training loss and NLL per point, training time."""
+    """Per setting and method: steps, final loss and NLL per point, training RMSE, training time.
+
+    ``loss`` and ``nll`` are the training loop's, on the scale the networks are fitted on (the
+    standardised one unless ``standardize=False``). ``train RMSE`` is the RMSE of the
+    predictive mean on the 20 training points on the original scale, and ``RMSE / sigma`` its
+    ratio to the noise std: about 1 for a model that fits the data down to the noise (a little
+    below 1 for a flexible one), well above 1 for one that underfits.
+    """
     rows = []
     for result in results:
+        _, y = result.points("train")
+        samples = result.point_samples["train"]
         for run in result.trained.values():
             last = run.history[-1]
+            rmse = metrics.rmse(samples[run.label], y)
             rows.append({"sigma": result.data.noise_std, "target": result.target.name, "method": run.label,
                          "steps": last["step"], "loss": last["loss"], "nll": last.get("nll", float("nan")),
+                         "train RMSE": rmse, "RMSE / sigma": rmse / result.data.noise_std,
                          "time (s)": run.train_time_s})
     return pd.DataFrame(rows).set_index(["sigma", "target", "method"])
+
+
+#: The row of :func:`held_out_table` that predicts with the true function and the true noise:
+#: the best any method can do in expectation.
+ORACLE_LABEL = "true function"
+
+
+def held_out_table(results: Sequence[ToyResult], level: float = 0.95) -> pd.DataFrame:
+    """Held-out NLL, interval coverage and RMSE inside and outside the data, per setting and method.
+
+    The predictive of each method (and of NUTS) at a point is the Gaussian with the mean and
+    variance of its sampled functions plus the noise variance sigma^2
+    (:func:`hypernets.metrics.gaussian_nll`), on the original scale; ``NLL in`` / ``NLL out``
+    are its mean negative log-likelihood (nats) on the fresh points inside / outside the
+    data, ``coverage in`` / ``coverage out`` the fraction of those points inside its central
+    ``level`` interval (:func:`hypernets.metrics.interval_coverage`; ``level`` for a
+    calibrated predictive), ``RMSE in`` / ``RMSE out`` the error of its mean. The last row of
+    each setting, :data:`ORACLE_LABEL`, predicts N(x^3, sigma^2): the best NLL possible in
+    expectation.
+    """
+    level = check_real("level", level, minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True)
+    rows = []
+    for result in results:
+        sigma = result.data.noise_std
+        labels = list(result.samples)
+        for label in labels + [ORACLE_LABEL]:
+            row = {"sigma": sigma, "target": result.target.name, "method": label}
+            for name, short in (("inside", "in"), ("outside", "out")):
+                x, y = result.points(name)
+                if label == ORACLE_LABEL:
+                    values = result.data.true_function(x)[:, 0].unsqueeze(0)
+                else:
+                    values = result.point_samples[name][label]
+                row[f"NLL {short}"] = metrics.gaussian_nll(values, y, noise_std=sigma)
+                row[f"coverage {short}"] = metrics.interval_coverage(values, y, levels=(level,),
+                                                                     noise_std=sigma)[level]
+                row[f"RMSE {short}"] = metrics.rmse(values, y)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["sigma", "target", "method"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Conclusion
+# ---------------------------------------------------------------------------------------------
+
+
+#: MAP's training RMSE / sigma up to which the conclusion calls the problem well posed: a
+#: model that fits the data down to the noise has a ratio near 1 (a little below for a
+#: flexible one, which fits some of the noise too).
+WELL_POSED_RMSE = 1.25
+
+
+def matches_reference(ratio: float, factor: float = 2.0) -> bool:
+    """Whether a predictive-std ratio to NUTS's lies in [1 / factor, factor] (``factor`` > 1)."""
+    factor = check_real("match_factor", factor, minimum=1.0, exclusive_minimum=True)
+    return 1.0 / factor <= ratio <= factor
+
+
+def _listing(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _region_sentence(table: pd.DataFrame, column: str, where: str, factor: float) -> str:
+    """'Inside the data, A (1.10) and B (0.80) match NUTS; C (0.20) is overconfident; D (4.1) too uncertain.'"""
+    ratios = table[column].sort_values(ascending=False)
+    match = [f"{label} ({ratio:.2f})" for label, ratio in ratios.items() if matches_reference(ratio, factor)]
+    wide = [f"{label} ({ratio:.2f})" for label, ratio in ratios.items() if ratio > factor]
+    narrow = [f"{label} ({ratio:.2f})" for label, ratio in ratios.items() if ratio < 1.0 / factor]
+    parts = [f"{_listing(match)} match{'es' if len(match) == 1 else ''} NUTS" if match else "no method matches NUTS"]
+    if narrow:
+        parts.append(f"{_listing(narrow)} {'is' if len(narrow) == 1 else 'are'} overconfident")
+    if wide:
+        parts.append(f"{_listing(wide)} {'is' if len(wide) == 1 else 'are'} too uncertain")
+    return f"{where}, " + "; ".join(parts) + "."
+
+
+def conclusion(results: Sequence[ToyResult], *, factor: float = 2.0, level: float = 0.95,
+               coverage_tolerance: float = 0.10) -> str:
+    """The page's conclusion as Markdown prose, computed from the tables of ``results``.
+
+    The rule: a method matches NUTS in a region (inside the data, outside it) if the ratio of
+    its mean predictive std to NUTS's there lies in [1 / ``factor``, ``factor``]
+    (:func:`matches_reference`); below that it is overconfident, above too uncertain. Per
+    setting the prose gives those ratios, MAP's training RMSE against sigma (well posed up to
+    :data:`WELL_POSED_RMSE` sigma), NUTS's held-out NLL next to the true function's, and which methods' central
+    ``level`` intervals cover fewer than ``level - coverage_tolerance`` of the held-out points;
+    then the methods that match NUTS in every setting.
+    """
+    check_real("coverage_tolerance", coverage_tolerance, minimum=0.0, maximum=1.0)
+    summary = summary_table(results)
+    held_out = held_out_table(results, level)
+    training = training_table(results)
+    paragraphs = [(
+        f"*Rule*: a method matches NUTS in a region if its mean predictive std there is within a factor "
+        f"{factor:g} of NUTS's (ratio in [{1 / factor:.2f}, {factor:.2f}]); ratios in brackets, largest "
+        f"first. A predictive *undercovers* if its {level:.0%} interval holds fewer than "
+        f"{level - coverage_tolerance:.0%} of the held-out points. The problem is well posed if MAP's "
+        f"training RMSE is at most {WELL_POSED_RMSE:g} σ."
+    )]
+    verdicts: dict[str, list[tuple[bool, bool]]] = {}
+    for (sigma, target), table in summary.groupby(level=["sigma", "target"], sort=False):
+        table = table.droplevel(["sigma", "target"]).drop(index=REFERENCE_LABEL)
+        scores = held_out.loc[(sigma, target)]
+        lines = [f"**σ = {sigma:g}** (`{target}`)."]
+        fits = training.loc[(sigma, target)]
+        if "MAP" in fits.index:
+            ratio = fits.loc["MAP", "RMSE / sigma"]
+            verdict = ("so the network fits the data down to the noise" if ratio <= WELL_POSED_RMSE
+                       else "so MAP underfits (too few steps, or a model that cannot fit the data, whose exact "
+                            "posterior NUTS then samples)")
+            lines.append(f"MAP's training RMSE is {fits.loc['MAP', 'train RMSE']:.2f} ({ratio:.2f} σ), {verdict}.")
+        lines.append(_region_sentence(table, "std in / ref", "Inside the data", factor))
+        lines.append(_region_sentence(table, "std out / ref", "Outside it", factor))
+        spread = table[table["std in"] > 0]
+        flat = [f"{label} ({ratio:.2f})" for label, ratio in spread["out / in"].items() if not ratio > 1]
+        nuts_growth = summary.loc[(sigma, target, REFERENCE_LABEL), "out / in"]
+        lines.append(
+            f"The papers' claim, a larger std outside the data than inside, holds for NUTS (out / in = "
+            f"{nuts_growth:.2f}) and for " + (f"every method with a spread except {_listing(flat)}." if flat
+                                             else "every method with a spread."))
+        ref, oracle = scores.loc[REFERENCE_LABEL], scores.loc[ORACLE_LABEL]
+        methods = scores.drop(index=[REFERENCE_LABEL, ORACLE_LABEL])
+        best_in, best_out = methods["NLL in"].idxmin(), methods["NLL out"].idxmin()
+        lines.append(
+            f"Held-out NLL (nats per point, inside / outside): NUTS {ref['NLL in']:.2f} / {ref['NLL out']:.2f}, the "
+            f"true function with the true noise {oracle['NLL in']:.2f} / {oracle['NLL out']:.2f}; the lowest among "
+            f"the methods is {best_in}'s inside ({methods.loc[best_in, 'NLL in']:.2f}) and {best_out}'s outside "
+            f"({methods.loc[best_out, 'NLL out']:.2f}).")
+        floor = level - coverage_tolerance
+        short = {region: [f"{label} ({value:.2f})" for label, value in methods[f"coverage {region}"].items()
+                          if value < floor]
+                 for region in ("in", "out")}
+        lines.append(
+            f"NUTS's {level:.0%} interval covers {ref['coverage in']:.2f} of the points inside and "
+            f"{ref['coverage out']:.2f} outside; the methods' intervals that undercover inside: "
+            f"{_listing(short['in']) or 'none'}; outside: {_listing(short['out']) or 'none'}.")
+        paragraphs.append(" ".join(lines))
+        for label, row in table.iterrows():
+            verdicts.setdefault(label, []).append((matches_reference(row["std in / ref"], factor),
+                                                   matches_reference(row["std out / ref"], factor)))
+    groups = {"inside and outside the data": [], "inside only": [], "outside only": [], "in neither region": []}
+    for label, flags in verdicts.items():
+        inside, outside = all(flag[0] for flag in flags), all(flag[1] for flag in flags)
+        key = ("inside and outside the data" if inside and outside else "inside only" if inside
+               else "outside only" if outside else "in neither region")
+        groups[key].append(label)
+    settings = ("both settings" if len(results) == 2 else f"all {len(results)} settings"
+                if len(results) > 2 else "this setting")
+    paragraphs.append(
+        f"**In {settings}**, the methods that match NUTS " + "; ".join(
+            f"{where}: {_listing(labels) or 'none'}" for where, labels in groups.items()) + ".")
+    return "\n\n".join(paragraphs)
 
 
 # ---------------------------------------------------------------------------------------------
