@@ -123,8 +123,15 @@ def plot_training_curves(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+#: Metrics whose comparison panels use a log axis: errors span decades between methods.
+LOG_SCALE_METRICS = frozenset({"error_pct", "train_time_s"})
+
+
 def plot_comparison(comparison: pd.DataFrame, metrics_shown: Sequence[str] | None = None) -> plt.Figure:
-    """Published and our values side by side, one panel per metric (a :func:`hypernets.published.compare_with_published` table)."""
+    """Published and our values side by side, one panel per metric (a :func:`hypernets.published.compare_with_published` table).
+
+    Errors and times are drawn on a log axis (where every value is positive), so that
+    published errors below 1 % stay readable beside larger ones."""
     shown = list(dict.fromkeys(comparison["metric"])) if metrics_shown is None else list(metrics_shown)
     long = comparison[comparison["metric"].isin(shown)].melt(
         id_vars=["label", "metric"], value_vars=["published", "ours"], var_name="source",
@@ -136,6 +143,10 @@ def plot_comparison(comparison: pd.DataFrame, metrics_shown: Sequence[str] | Non
         sns.barplot(data=long[long["metric"] == metric], y="label", x="value", hue="source",
                     order=labels, hue_order=["published", "ours"], ax=ax, orient="h")
         ax.set_title(metric)
+        values = long.loc[long["metric"] == metric, "value"]
+        if metric in LOG_SCALE_METRICS and (values > 0).all():
+            ax.set_xscale("log")  # published errors below 1 % beside ours of several
+            ax.set_title(f"{metric} (log scale)")
         ax.set_xlabel("")
         ax.set_ylabel("")
         handles, names = ax.get_legend_handles_labels()

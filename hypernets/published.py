@@ -63,6 +63,10 @@ EXTRA_LABELS: dict[str, str] = {
 
 _COLUMNS = ["table", "method", "metric", "value", "source", "claim"]
 
+#: Metrics shown beside the paper's without a difference: they measure the setup (hardware,
+#: epochs) as much as the method.
+NO_DIFFERENCE = frozenset({"train_time_s"})
+
 
 def _validate(frame: pd.DataFrame) -> pd.DataFrame:
     """Check the file's rows: the columns, a source each, and a number or a quoted claim each.
@@ -167,6 +171,8 @@ def compare_with_published(ours: pd.DataFrame, table: str) -> pd.DataFrame:
               .merge(our_long, on=["method", "metric"], how="left"))
     merged["published"] = merged["published"].astype(float)
     merged["difference"] = merged["ours"] - merged["published"]
+    # A time measured on other hardware and for other epochs is no difference of the method.
+    merged.loc[merged["metric"].isin(NO_DIFFERENCE), "difference"] = float("nan")
     merged.insert(1, "label", merged["method"].map(method_label))
     merged["source"] = source
     return merged[["method", "label", "metric", "published", "ours", "difference", "source"]]

@@ -253,7 +253,8 @@ def test_figures(trained, data):
     from hypernets.published import compare_with_published
 
     fig = plots.plot_comparison(compare_with_published(table, "mnist"), ["error_pct", "entropy_auc_out"])
-    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "error_pct"
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "error_pct (log scale)"
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[1].get_xscale() == "linear"
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["published", "ours"]
     plt.close(fig)
     results = mnist.anomaly_detection(trained, data.test.x[:30], data.outliers.x[:30],

@@ -220,6 +220,13 @@ def test_compare_with_published_joins_and_subtracts():
     assert (table["source"] == "Pawlowski et al. 2017, arXiv:1711.01297, MNIST table").all()
 
 
+def test_times_measured_on_other_hardware_get_no_difference():
+    table = pub.compare_with_published(ours().assign(train_time_s=[10.0, 20.0, 30.0]), "mnist")
+    times = table[table["metric"] == "train_time_s"].set_index("method")
+    assert times.loc["map", "ours"] == 20.0 and times.loc["map", "published"] > 0
+    assert times["difference"].isna().all()
+
+
 def test_compare_with_published_refuses_bad_input():
     with pytest.raises(TypeError, match="DataFrame"):
         pub.compare_with_published({"method": ["map"]}, "mnist")
