@@ -376,3 +376,28 @@ def test_reliability_table_bins_each_runs_mean_predictive(trained, data):
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == list(dict.fromkeys(bins["label"]))
     assert len(fig.axes) == 4  # a 2 x 2 grid, the last panel hidden
+
+
+def test_bbh_objective_and_the_spread_of_its_kl_estimate(data, trained):
+    bbh = runs.train_methods(["bbh"], small_target(), data.train.x[:100], data.train.y[:100],
+                             epochs=2, batch_size=50,
+                             options={"bbh": {"train_samples": 3, "anneal_start": 1,
+                                              "anneal_epochs": 1, "hidden": [8, 16]}})
+    both = {**trained, **bbh}
+    objective = mnist.bbh_objective(both, n_train=100)
+    assert list(objective["method"]) == ["bbh", "bbh"] and list(objective["epoch"]) == [1, 2]
+    history = bbh["bbh"].history
+    assert objective["kl_per_point"].tolist() == pytest.approx([r["kl"] / 100 for r in history])
+    assert objective["weighted_kl"].tolist() == pytest.approx(
+        [r["anneal"] * r["kl"] / 100 for r in history])
+    assert objective["weighted_kl"].iloc[0] < objective["kl_per_point"].iloc[0]  # annealing
+    spread = mnist.kl_estimate_spread(both, n_train=100, n_draws=5).set_index("method")
+    assert list(spread.index) == ["bbh"]
+    assert spread.loc["bbh", "samples_per_estimate"] == 3 and spread.loc["bbh", "sd"] > 0
+    assert spread.loc["bbh", "n_weights"] == small_target().num_params
+    again = mnist.kl_estimate_spread(both, n_train=100, n_draws=5)
+    assert again["mean"].iloc[0] == spread.loc["bbh", "mean"]  # seeded: repeatable
+    fig = mnist.plot_bbh_objective(objective)
+    assert len(fig.axes) == 3
+    with pytest.raises(ValueError, match="no Bayes by Hypernet run"):
+        mnist.bbh_objective(trained, n_train=100)

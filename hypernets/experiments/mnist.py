@@ -37,8 +37,10 @@ from hypernets.evaluation import (
     predict_probs,
 )
 from hypernets.methods.bayes_by_hypernet import BayesByHypernet
+from hypernets.plots import metric_panels
 from hypernets.published import method_label as published_label
 from hypernets.runs import RunRequest, TrainedMethod, run_requests
+from hypernets.seeding import seeded
 from hypernets.targets import mnist_mlp
 from hypernets.validation import check_int, check_int_list
 
@@ -191,6 +193,70 @@ def architecture_over_seeds(per_seed: pd.DataFrame, variant_per_seed: pd.DataFra
     return pd.concat([architecture_results(per_seed[per_seed["seed"] == s],
                                            variant_per_seed[variant_per_seed["seed"] == s],
                                            bbh_architecture) for s in seeds], ignore_index=True)
+
+
+def bbh_objective(trained: Mapping[str, TrainedMethod], n_train: int) -> pd.DataFrame:
+    """Bayes by Hypernet's objective per epoch, for every run of the method in ``trained``.
+
+    One row per run and epoch: ``method, label, epoch``, the training ``nll`` per data point,
+    ``kl_per_point`` (the KL estimate over ``n_train``), ``weighted_kl`` (times the annealing
+    weight: what the loss adds) and ``test_error_pct`` where the run was evaluated. The
+    epoch's values are means over its steps. How the two terms compare over training is the
+    evidence for what limits the method's error.
+    """
+    n_train = check_int("n_train", n_train, minimum=1)
+    rows = []
+    for name, run in trained.items():
+        if not isinstance(run.method, BayesByHypernet):
+            continue
+        for record in run.history:
+            rows.append({"method": name, "label": run.label, "epoch": record["epoch"],
+                         "nll": record["nll"], "kl_per_point": record["kl"] / n_train,
+                         "weighted_kl": record["anneal"] * record["kl"] / n_train,
+                         "test_error_pct": record.get("test_error_pct", float("nan"))})
+    if not rows:
+        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
+    return pd.DataFrame(rows)
+
+
+def kl_estimate_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
+                       n_draws: int = 20, seed: int = 0) -> pd.DataFrame:
+    """How much the trained Bayes by Hypernet's KL estimate varies between draws.
+
+    For every Bayes by Hypernet run: ``n_draws`` estimates of KL / ``n_train``, each from a
+    fresh set of the method's S training samples (and as many prior samples), as one training
+    step would draw them. Columns ``method, label, n_weights, samples_per_estimate``, ``mean``,
+    ``sd`` (over the draws) and ``nll`` (the last epoch's training NLL per point, for scale).
+    """
+    n_train = check_int("n_train", n_train, minimum=1)
+    n_draws = check_int("n_draws", n_draws, minimum=2)
+    rows = []
+    for name, run in trained.items():
+        method = run.method
+        if not isinstance(method, BayesByHypernet):
+            continue
+        method.eval()
+        with seeded(seed, method.device), torch.no_grad():
+            estimates = torch.stack([method.kl_estimate(method.sample_params(method.train_samples))
+                                     for _ in range(n_draws)]) / n_train
+        rows.append({"method": name, "label": run.label, "n_weights": method.target.num_params,
+                     "samples_per_estimate": method.train_samples,
+                     "mean": float(estimates.mean()), "sd": float(estimates.std()),
+                     "nll": run.history[-1]["nll"] if run.history else float("nan")})
+    if not rows:
+        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
+    return pd.DataFrame(rows)
+
+
+def plot_bbh_objective(objective: pd.DataFrame) -> plt.Figure:
+    """NLL, the weighted KL per data point (log axes) and the test error, against the epoch."""
+    panels = {"nll": "training NLL per data point", "weighted_kl": "annealed KL / n_train",
+              "test_error_pct": "test error (%)"}
+    fig = metric_panels(objective, "epoch", panels, "label", "epoch")
+    for ax, column in zip(fig.axes, panels):
+        if (objective[column].dropna() > 0).all():
+            ax.set_yscale("log")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
