@@ -200,6 +200,30 @@ def equivalence_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, 
             "evidence": f"{metric} {a} − {b} = {d:+.3f} ± {INTERVAL_SE * se:.3f} ({n} seeds)"}
 
 
+def accuracy_and_outlier_claims(summary: pd.DataFrame, method: str, baselines: Sequence[str], *,
+                                error_tolerance: float, outliers: str) -> pd.DataFrame:
+    """Bayes by Hypernet's claims against each baseline of a :func:`seed_summary`.
+
+    "As accurate as b": ``error_pct`` within ``error_tolerance`` percentage points
+    (:func:`equivalence_verdict`). "Less confident than b on ``outliers``": a lower
+    ``entropy_auc_out`` (:func:`ordering_verdict`), which counts only where the accuracy claim
+    is not contradicted: a net collapsed to chance is uncertain everywhere, outliers included.
+    Baselines not in the summary are left out.
+    """
+    present = [b for b in baselines if b in set(summary["method"])]
+    accurate = {b: equivalence_verdict(summary, f"as accurate as {b}", "error_pct", method, b,
+                                       tolerance=error_tolerance) for b in present}
+    rows = list(accurate.values())
+    for b in present:
+        row = ordering_verdict(summary, f"less confident than {b} on {outliers}, at its accuracy",
+                               "entropy_auc_out", method, b, lower=True)
+        if accurate[b]["seen"] is False:
+            row["seen"] = False
+            row["evidence"] += "; but it is less accurate (see above)"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def claims_markdown(claims: pd.DataFrame) -> str:
     """A markdown list of claims (``claim, seen, evidence``): seen, not seen or undecided."""
     verdicts = {True: "**seen**", False: "**not seen**", None: "**undecided**"}

@@ -131,17 +131,18 @@ def train_held_out(plan: ChapterPlan, classes: Sequence[int], *,
 
 
 def cifar5_table(params: Mapping[str, Any]) -> ChapterPlan:
-    """Bayes by Hypernet's CIFAR-5 table: the ResNet runs, trained with random crops and flips."""
+    """Bayes by Hypernet's CIFAR-5 table: the ResNet runs, trained with random crops and flips,
+    one group per training seed (``table``, :data:`SEED_GROUP`, see :func:`train_seeds`)."""
     data = load_cifar5_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
     target = cifar.make_target(params["units_per_stage"])
-    return ChapterPlan(data, {"table": run_requests(
+    evaluate = TestError(cifar.centre_crop(data.test.x), data.test.y,
+                         n_samples=params["curve_samples"], batch_size=params["eval_batch_size"],
+                         seed=params["seed"])
+    return ChapterPlan(data, {SEED_GROUP.format("table", seed): run_requests(
         params["methods"], target, data.train.x, data.train.y, epochs=params["epochs"],
-        batch_size=params["batch_size"], device=params["device"], seed=params["seed"],
-        options=params["options"], transform=cifar.RandomCropFlip(),
-        evaluate=TestError(cifar.centre_crop(data.test.x), data.test.y,
-                           n_samples=params["curve_samples"], batch_size=params["eval_batch_size"],
-                           seed=params["seed"]),
-        precision=params["precision"])})
+        batch_size=params["batch_size"], device=params["device"], seed=seed,
+        options=params["options"], transform=cifar.RandomCropFlip(), evaluate=evaluate,
+        precision=params["precision"]) for seed in params["seeds"]})
 
 
 def weight_correlations(params: Mapping[str, Any]) -> ChapterPlan:

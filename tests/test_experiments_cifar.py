@@ -4,6 +4,7 @@ import functools
 import math
 
 import matplotlib
+import pandas as pd
 import pytest
 import torch
 
@@ -182,3 +183,22 @@ def test_plot_entropy_cdfs():
     assert [ax.get_title() for ax in fig.axes] == ["CIFAR-5 test (classes 0-4)",
                                                    "outliers (classes 5-9)"]
     assert len(fig.axes[0].get_lines()) == 3
+
+
+def test_evaluate_seeds_and_the_papers_claims():
+    trained = trained_runs()
+    table, ecdf = cifar.evaluate_seeds({0: trained, 3: trained}, small_data(), n_samples=2)
+    assert sorted(set(table["seed"])) == [0, 3] and sorted(set(ecdf["seed"])) == [0, 3]
+    single, _ = cifar.evaluate_cifar5(trained, small_data(), n_samples=2)
+    for s in (0, 3):
+        part = table[table["seed"] == s].drop(columns="seed").reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, single)
+    rows = [{"method": m, "label": m, "seed": s, "error_pct": e + 0.1 * s, "entropy_auc_out": a}
+            for s in range(3) for m, e, a in (("map", 14.0, 0.60 + 0.01 * s),
+                                               ("ensemble", 11.0, 0.62 + 0.01 * s),
+                                               ("bbh", 14.2, 0.50 + 0.01 * s))]
+    summary = evaluation.seed_summary(pd.DataFrame(rows), ["error_pct", "entropy_auc_out"])
+    claims = cifar.table_claims(summary).set_index("claim")["seen"].to_dict()
+    assert claims == {"as accurate as map": True, "as accurate as ensemble": False,
+                      "less confident than map on the outlier classes, at its accuracy": True,
+                      "less confident than ensemble on the outlier classes, at its accuracy": False}

@@ -28,10 +28,10 @@ from hypernets import metrics
 from hypernets.data import ImageData
 from hypernets.evaluation import (
     OOD_METRICS,
+    accuracy_and_outlier_claims,
     OOD_SCORES,
     classification_row,
     entropy_ecdf_table,
-    equivalence_verdict,
     ood_table,
     ordering_verdict,
     predict_probs,
@@ -93,29 +93,11 @@ def evaluate_seeds(trained: Mapping[int, Mapping[str, TrainedMethod]], x_test: T
 
 def table_claims(summary: pd.DataFrame, *,
                  error_tolerance: float = ERROR_TOLERANCE_PP) -> pd.DataFrame:
-    """Bayes by Hypernet's MNIST claims on a :func:`~hypernets.evaluation.seed_summary`.
-
-    "About as accurate as the baselines" (its error within ``error_tolerance`` percentage
-    points of each baseline's) and "less confident on the outliers" (a lower notMNIST entropy
-    AUC than each baseline's, which counts only where the accuracy claim is not contradicted:
-    a collapsed net is uncertain everywhere), each judged by
-    :func:`~hypernets.evaluation.equivalence_verdict` or
-    :func:`~hypernets.evaluation.ordering_verdict`. Baselines not in the summary are left out.
-    """
-    present = [b for b in BASELINES if b in set(summary["method"])]
-    accurate = {b: equivalence_verdict(summary, f"as accurate as {b}", "error_pct", "bbh", b,
-                                       tolerance=error_tolerance) for b in present}
-    rows = list(accurate.values())
-    for b in present:
-        row = ordering_verdict(summary, f"less confident than {b} on notMNIST, at its accuracy",
-                               "entropy_auc_out", "bbh", b, lower=True)
-        if accurate[b]["seen"] is False:
-            # A net that is uncertain everywhere (a collapsed one predicts uniformly) is also
-            # uncertain on outliers: without the accuracy the ordering says nothing.
-            row["seen"] = False
-            row["evidence"] += "; but it is less accurate (see above)"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Bayes by Hypernet's MNIST claims on a :func:`~hypernets.evaluation.seed_summary`:
+    as accurate as each of :data:`BASELINES` and less confident on notMNIST
+    (:func:`~hypernets.evaluation.accuracy_and_outlier_claims`)."""
+    return accuracy_and_outlier_claims(summary, "bbh", BASELINES,
+                                       error_tolerance=error_tolerance, outliers="notMNIST")
 
 
 def architecture_claims(summary: pd.DataFrame) -> pd.DataFrame:
