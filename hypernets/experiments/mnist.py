@@ -379,7 +379,7 @@ def plot_entropy_ecdfs(ecdf: pd.DataFrame, in_name: str = "MNIST test",
 
     ``in_name`` and ``out_name`` title the rows of the test set and the outliers.
 
-    Entropies are divided by log C so the axis runs from 0 (one-hot) to 1 (uniform). On the
+    Entropies are in nats, as on every page, from 0 (one-hot) to log C (uniform). On the
     outliers a curve low and to the right (high entropy) is what an uncertainty-aware model
     should show; on the test set a curve high on the left.
     """
@@ -397,11 +397,10 @@ def plot_entropy_ecdfs(ecdf: pd.DataFrame, in_name: str = "MNIST test",
                 curve = part[part["label"] == label]
                 if curve.empty:
                     continue
-                max_entropy = curve["entropy"].max()
-                ax.plot(curve["entropy"] / max_entropy, curve["cdf"], color=palette[label],
+                ax.plot(curve["entropy"], curve["cdf"], color=palette[label],
                         label=label, drawstyle="steps-post")
             ax.set_title(f"{titles[data]}, {k} nets")
-            ax.set_xlabel("entropy / log C" if row == 1 else "")
+            ax.set_xlabel("predictive entropy (nats)" if row == 1 else "")
             ax.set_ylabel("fraction of inputs" if col == 0 else "")
     fig.tight_layout()
     handles, names = axes[0][0].get_legend_handles_labels()
