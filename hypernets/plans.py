@@ -162,20 +162,23 @@ def weight_correlations(params: Mapping[str, Any]) -> ChapterPlan:
 
 
 def diversity_ablation(params: Mapping[str, Any]) -> ChapterPlan:
-    """HyperGAN's ablation on MNIST (``ablation``) and HyperGAN-MI on the toy (``mi_toy``),
+    """HyperGAN's ablation on MNIST (``ablation``, one group per training seed, see
+    :data:`SEED_GROUP`) and HyperGAN-MI on the toy (``mi_toy``),
     with the arguments the notebook gives :func:`~hypernets.experiments.diversity.run_ablation`
     and :func:`~hypernets.experiments.diversity.run_mi_toy`."""
     train = load_mnist("train").subset(params["n_train"], seed=params["seed"])
     test = load_mnist("test").subset(params["n_test"], seed=params["seed"])
     toy = toy_regression(noise_std=3.0, seed=params["seed"])
+    groups = {SEED_GROUP.format("ablation", seed): diversity.ablation_runs(
+        train.x, train.y, test.x, test.y, epochs=params["epochs"],
+        batch_size=params["batch_size"], train_samples=params["train_samples"],
+        eval_every=params["eval_every"], n_predict_samples=params["n_predict_samples"],
+        n_diversity_samples=params["n_diversity_samples"],
+        hypergan_options=dict(params["hypergan_options"]), lr=params["lr"],
+        device=params["device"], seed=seed, eval_batch_size=params["eval_batch_size"])
+        for seed in params["seeds"]}
     return ChapterPlan({"train": train, "test": test, "toy": toy}, {
-        "ablation": diversity.ablation_runs(
-            train.x, train.y, test.x, test.y, epochs=params["epochs"],
-            batch_size=params["batch_size"], train_samples=params["train_samples"],
-            eval_every=params["eval_every"], n_predict_samples=params["n_predict_samples"],
-            n_diversity_samples=params["n_diversity_samples"],
-            hypergan_options=dict(params["hypergan_options"]), lr=params["lr"],
-            device=params["device"], seed=params["seed"], eval_batch_size=params["eval_batch_size"]),
+        **groups,
         "mi_toy": diversity.mi_toy_runs(
             toy, beta=params["mi_beta"], steps=params["toy_steps"],
             train_samples=params["toy_train_samples"], eval_every=params["toy_eval_every"],

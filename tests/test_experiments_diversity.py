@@ -126,6 +126,14 @@ def _history(diversity, accuracy, epochs=(0, 1, 2, 3)):
     return pd.DataFrame(rows)
 
 
+def _seeds(diversities, accuracies, n_seeds=3, epochs=(0, 1, 2, 3)):
+    """ablation_summary tables of n_seeds seeds, each value shifted by 0.001 * seed."""
+    return pd.concat([dv.ablation_summary(_history(
+        {k: [v + 0.001 * s for v in vs] for k, vs in diversities.items()},
+        {k: [v + 0.001 * s for v in vs] for k, vs in accuracies.items()}, epochs=epochs)).assign(seed=s)
+        for s in range(n_seeds)], ignore_index=True)
+
+
 def test_summary_takes_the_last_and_first_trained_epochs():
     history = _history({"full": [0.5, 0.4, 0.3, 0.2], "no discriminator": [0.5, 0.3, 0.2, 0.1],
                         "no mixer": [0.5, 0.1, 0.05, 0.04]},
@@ -138,25 +146,47 @@ def test_summary_takes_the_last_and_first_trained_epochs():
     assert summary.loc["full", "diversity_init"] == 0.5
     assert summary.loc["full", "diversity_first"] == 0.4
     assert summary.loc["full", "diversity_change"] == pytest.approx(0.2 / 0.4 - 1)
-    claims = dv.ablation_claims(summary.reset_index())
-    assert claims["seen"].tolist() == [True, True, True]
-    assert "0.400" in claims["evidence"][0] and "0.200" in claims["evidence"][0]
+    assert summary.loc["no mixer", "diversity_vs_init"] == pytest.approx(0.04 / 0.5)
 
 
-def test_claims_can_fail_and_can_be_undecided():
-    history = _history({"full": [0.5, 0.2, 0.3, 0.4], "no discriminator": [0.5, 0.5, 0.5, 0.5],
-                        "no mixer": [0.5, 0.3, 0.3, 0.3]},
-                       {"full": [0.1, 0.9, 0.95, 0.97], "no discriminator": [0.1, 0.9, 0.95, 0.96],
-                        "no mixer": [0.1, 0.5, 0.6, 0.7]})
-    claims = dv.ablation_claims(dv.ablation_summary(history))
-    assert claims["seen"].tolist() == [False, False, False]
-    # The mixer claim needs both halves: diversity drops enough but accuracy is lost.
-    assert "-0.270" in claims["evidence"][2] and "0.750" in claims["evidence"][2]
-    one_epoch = _history({name: [0.5, 0.4] for name in dv.ABLATION_VARIANTS},
-                         {name: [0.1, 0.9] for name in dv.ABLATION_VARIANTS}, epochs=(0, 1))
-    assert dv.ablation_claims(dv.ablation_summary(one_epoch))["seen"][0] is None
+SEEN_DIVERSITY = {"full": [0.5, 0.4, 0.3, 0.2], "no discriminator": [0.5, 0.3, 0.2, 0.1],
+                  "no mixer": [0.5, 0.1, 0.05, 0.04]}
+SEEN_ACCURACY = {"full": [0.1, 0.9, 0.95, 0.97], "no discriminator": [0.1, 0.9, 0.95, 0.96],
+                 "no mixer": [0.1, 0.9, 0.95, 0.975]}
+
+
+def test_claims_over_seeds_are_seen_beyond_the_spread():
+    per_seed = _seeds(SEEN_DIVERSITY, SEEN_ACCURACY)
+    claims = dv.ablation_claims(per_seed)
+    assert claims["seen"].tolist() == [True, True, True, True]
+    assert "3 seeds" in claims["evidence"][0] and "excludes 0" in claims["rule"][1]
+    assert "at initialisation full 0.501" in claims["evidence"][3]
+    summary = dv.ablation_over_seeds(per_seed).set_index("variant")
+    assert summary.loc["full", "n_seeds"] == 3
+    assert summary.loc["full", "diversity"] == pytest.approx(0.201)
+    assert summary.loc["full", "diversity_sd"] == pytest.approx(0.001)
+    # One seed: no spread, nothing decided.
+    one = dv.ablation_claims(_seeds(SEEN_DIVERSITY, SEEN_ACCURACY, n_seeds=1))
+    assert one["seen"].tolist() == [None, None, None, None]
+
+
+def test_claims_can_fail_and_a_head_start_at_initialisation_is_seen():
+    # The no-mixer model starts ten times more diverse and loses most of it, yet ends above the
+    # full model: claim 3 fails on the final diversity and on the accuracy it loses.
+    per_seed = _seeds({"full": [0.05, 0.2, 0.3, 0.4], "no discriminator": [0.05, 0.5, 0.5, 0.5],
+                       "no mixer": [0.5, 0.45, 0.45, 0.45]},
+                      {"full": [0.1, 0.9, 0.95, 0.97], "no discriminator": [0.1, 0.9, 0.95, 0.96],
+                       "no mixer": [0.1, 0.5, 0.6, 0.7]})
+    claims = dv.ablation_claims(per_seed)
+    assert claims["seen"].tolist() == [False, False, False, True]
+    assert "ratio of the means no mixer / full 1.12" in claims["evidence"][2]
+    one_epoch = _seeds({name: [0.5, 0.4] for name in dv.ABLATION_VARIANTS},
+                       {name: [0.1, 0.9] for name in dv.ABLATION_VARIANTS}, epochs=(0, 1))
+    assert dv.ablation_claims(one_epoch)["seen"][0] is None
     with pytest.raises(ValueError, match="lacks the variant"):
-        dv.ablation_claims(dv.ablation_summary(history[history["variant"] != "no mixer"]))
+        dv.ablation_claims(per_seed[per_seed["variant"] != "no mixer"])
+    with pytest.raises(ValueError, match="needs a seed column"):
+        dv.ablation_claims(per_seed.drop(columns="seed"))
 
 
 def test_claims_markdown_says_seen_not_seen_undecided():

@@ -156,13 +156,16 @@ def test_the_diversity_chapter_loads_what_its_plan_trained(tmp_path, monkeypatch
     plan.train_all()
     train, test, toy = plan.data["train"], plan.data["test"], plan.data["toy"]
     stored = {path.name for path in tmp_path.iterdir()}
-    diversity.run_ablation(
-        train.x, train.y, test.x, test.y, epochs=resolved["epochs"], batch_size=resolved["batch_size"],
-        train_samples=resolved["train_samples"], eval_every=resolved["eval_every"],
-        n_predict_samples=resolved["n_predict_samples"],
-        n_diversity_samples=resolved["n_diversity_samples"],
-        hypergan_options=dict(resolved["hypergan_options"]), lr=resolved["lr"],
-        device=resolved["device"], seed=resolved["seed"], eval_batch_size=resolved["eval_batch_size"])
+    assert [g for g in plan.groups if g.startswith("ablation")] == [
+        f"ablation_seed{s}" for s in resolved["seeds"]]
+    for seed in resolved["seeds"]:
+        diversity.run_ablation(
+            train.x, train.y, test.x, test.y, epochs=resolved["epochs"],
+            batch_size=resolved["batch_size"], train_samples=resolved["train_samples"],
+            eval_every=resolved["eval_every"], n_predict_samples=resolved["n_predict_samples"],
+            n_diversity_samples=resolved["n_diversity_samples"],
+            hypergan_options=dict(resolved["hypergan_options"]), lr=resolved["lr"],
+            device=resolved["device"], seed=seed, eval_batch_size=resolved["eval_batch_size"])
     diversity.run_mi_toy(
         toy, beta=resolved["mi_beta"], steps=4, train_samples=resolved["toy_train_samples"],
         eval_every=resolved["toy_eval_every"], n_samples=resolved["toy_n_samples"],

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ToyRegression
-from hypernets.evaluation import claims_markdown  # the notebook reads the verdicts through this module
+from hypernets.evaluation import (  # claims_markdown: the notebook reads the verdicts here
+    claims_markdown, equivalence_verdict, ordering_verdict, seed_summary)
 from hypernets.likelihoods import Gaussian
 from hypernets.methods.base import Method
 from hypernets.plots import metric_panels, plot_toy_data
@@ -51,6 +52,7 @@ __all__ = [
     "AblationEvaluator",
     "WeightDiversity",
     "ablation_claims",
+    "ablation_over_seeds",
     "ablation_runs",
     "ablation_summary",
     "band_widths",
@@ -212,7 +214,9 @@ def ablation_summary(history: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``variant, epochs, accuracy, single_net_accuracy, diversity`` (last evaluation),
     ``diversity_init`` (epoch 0), ``diversity_first`` (the first evaluation after training
-    started) and ``diversity_change`` = diversity / diversity_first - 1.
+    started), ``diversity_change`` = diversity / diversity_first - 1 and ``diversity_vs_init``
+    = diversity / diversity_init (how much of its starting diversity a variant keeps: the
+    variants start at different diversities).
     """
     rows = []
     for name, part in history.groupby("variant", sort=False):
@@ -229,6 +233,8 @@ def ablation_summary(history: pd.DataFrame) -> pd.DataFrame:
             "diversity_init": float(init["diversity"].iloc[0]) if len(init) else math.nan,
             "diversity_first": float(first["diversity"]),
             "diversity_change": float(last["diversity"] / first["diversity"] - 1.0),
+            "diversity_vs_init": (float(last["diversity"] / init["diversity"].iloc[0])
+                                  if len(init) else math.nan),
         })
     return pd.DataFrame(rows)
 
@@ -237,59 +243,97 @@ def diversity_by_tensor(history: pd.DataFrame) -> pd.DataFrame:
     """Diversity of each weight tensor at each variant's last evaluation, tensors as columns.
 
     One row per variant (``variant`` and ``epoch``), one column per tensor in the target's
-    order; read down a column to compare the variants on one layer.
+    order; read down a column to compare the variants on one layer. With a ``seed`` column
+    (several training seeds) each value is the mean over the seeds' last evaluations.
     """
     tensors = [column for column in history.columns if column.startswith(TENSOR_PREFIX)]
     if not tensors:
         raise ValueError(f"history has no per-tensor diversity columns ({TENSOR_PREFIX}<name>)")
-    last = history.sort_values("epoch").groupby("variant", sort=False).tail(1)
+    keys = ["variant", "seed"] if "seed" in history.columns else ["variant"]
+    last = history.sort_values("epoch").groupby(keys, sort=False).tail(1)
     order = list(dict.fromkeys(history["variant"]))
-    table = last.set_index("variant").loc[order, ["epoch", *tensors]].reset_index()
+    table = (last.groupby("variant", sort=False)[["epoch", *tensors]].mean()
+             .loc[order].reset_index())
     return table.rename(columns={column: column[len(TENSOR_PREFIX):] for column in tensors})
 
 
-def ablation_claims(summary: pd.DataFrame, *, accuracy_tolerance: float = 0.01,
+#: The :func:`ablation_summary` columns that a table over seeds averages.
+SUMMARY_METRICS = ("accuracy", "single_net_accuracy", "diversity", "diversity_init",
+                   "diversity_first", "diversity_vs_init")
+
+
+def _as_runs(per_seed: pd.DataFrame) -> pd.DataFrame:
+    return per_seed.rename(columns={"variant": "method"}).assign(label=per_seed["variant"])
+
+
+def ablation_over_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of :func:`ablation_summary` tables that carry a
+    ``seed`` column: one row per variant, ``variant, n_seeds`` and each of
+    :data:`SUMMARY_METRICS` with its ``_sd``."""
+    summary = seed_summary(_as_runs(per_seed), SUMMARY_METRICS)
+    return summary.drop(columns="label").rename(columns={"method": "variant"})
+
+
+def ablation_claims(per_seed: pd.DataFrame, *, accuracy_tolerance: float = 0.01,
                     significant_ratio: float = 0.5) -> pd.DataFrame:
-    """The paper's three statements, checked on an :func:`ablation_summary` of all variants.
+    """The paper's statements, checked over the seeds of :func:`ablation_summary` tables.
+
+    ``per_seed`` is their concatenation with a ``seed`` column. Every comparison is a
+    difference of means over seeds ± 2 standard errors
+    (:func:`~hypernets.evaluation.ordering_verdict`, :func:`~hypernets.evaluation.equivalence_verdict`):
 
     1. Diversity falls as training proceeds: the full HyperGAN's diversity at the last
        evaluation is below that at the first one after training started (needs two).
     2. Removing the discriminator reduces diversity: no-D diversity < full diversity.
     3. Removing the mixer keeps accuracy but reduces diversity significantly: accuracies of
-       the mean predictive within ``accuracy_tolerance`` (absolute) and no-mixer diversity at
-       most ``significant_ratio`` times the full one.
+       the mean predictive within ``accuracy_tolerance`` (absolute), no-mixer diversity lower,
+       and at most ``significant_ratio`` times the full one.
+    4. The same reduction relative to where each variant started (``diversity_vs_init``):
+       the variants start at different diversities, which can decide claim 3 by itself.
 
-    Returns ``claim``, ``seen`` (bool; None when the data cannot decide, e.g. one epoch) and
-    ``evidence`` (the numbers compared, 3 decimals).
+    Returns ``claim, seen`` (True, False, or None when the seeds' spread cannot decide, e.g.
+    one seed or one epoch), ``evidence`` and ``rule``.
     """
-    by_name = summary.set_index("variant")
-    missing = [name for name in ABLATION_VARIANTS if name not in by_name.index]
+    variants = set(per_seed["variant"])
+    missing = [name for name in ABLATION_VARIANTS if name not in variants]
     if missing:
-        raise ValueError(f"summary lacks the variant(s) {missing}; the claims compare all of "
+        raise ValueError(f"per_seed lacks the variant(s) {missing}; the claims compare all of "
                          f"{list(ABLATION_VARIANTS)}")
-    full, no_d, no_mixer = (by_name.loc[name] for name in ABLATION_VARIANTS)
-    if full["epochs"] > 1 and "diversity_first" in by_name:
-        falls = bool(full["diversity"] < full["diversity_first"])
-        falls_evidence = (f"full: {full['diversity_first']:.3f} after the first evaluated epoch, "
-                          f"{full['diversity']:.3f} after epoch {int(full['epochs'])}")
+    if "seed" not in per_seed.columns:
+        raise ValueError("per_seed needs a seed column (one ablation_summary per seed)")
+    summary = seed_summary(_as_runs(per_seed), SUMMARY_METRICS)
+    full_rows = per_seed[per_seed["variant"] == "full"]
+    claim = "diversity falls as training proceeds"
+    if (full_rows["epochs"] > 1).all():
+        stages = pd.concat([
+            full_rows.assign(method="after the first epoch", diversity=full_rows["diversity_first"]),
+            full_rows.assign(method="at the end")])
+        falls = ordering_verdict(seed_summary(stages.assign(label=stages["method"]), ["diversity"]),
+                                 claim, "diversity", "at the end", "after the first epoch",
+                                 lower=True)
     else:
-        falls, falls_evidence = None, "only one evaluated epoch: nothing to compare"
-    accuracy_gap = float(no_mixer["accuracy"] - full["accuracy"])
-    ratio = float(no_mixer["diversity"] / full["diversity"])
-    rows = [
-        {"claim": "diversity falls as training proceeds", "seen": falls,
-         "evidence": falls_evidence},
-        {"claim": "removing the discriminator reduces diversity",
-         "seen": bool(no_d["diversity"] < full["diversity"]),
-         "evidence": f"diversity full {full['diversity']:.3f}, no discriminator "
-                     f"{no_d['diversity']:.3f}"},
-        {"claim": "removing the mixer keeps accuracy but reduces diversity significantly",
-         "seen": bool(abs(accuracy_gap) <= accuracy_tolerance and ratio <= significant_ratio),
-         "evidence": f"accuracy gap {accuracy_gap:+.3f} (tolerance {accuracy_tolerance:.3f}); "
-                     f"diversity ratio no mixer / full {ratio:.3f} (significant if <= "
-                     f"{significant_ratio:.3f})"},
-    ]
-    return pd.DataFrame(rows)
+        falls = {"claim": claim, "seen": None, "rule": "needs two evaluated epochs",
+                 "evidence": "only one evaluated epoch: nothing to compare"}
+    no_d = ordering_verdict(summary, "removing the discriminator reduces diversity", "diversity",
+                            "no discriminator", "full", lower=True)
+    accuracy = equivalence_verdict(summary, "", "accuracy", "no mixer", "full",
+                                   tolerance=accuracy_tolerance)
+    lower = ordering_verdict(summary, "", "diversity", "no mixer", "full", lower=True)
+    means = summary.set_index("method")
+    ratio = float(means.loc["no mixer", "diversity"] / means.loc["full", "diversity"])
+    parts = (accuracy["seen"], lower["seen"], ratio <= significant_ratio)
+    mixer = {"claim": "removing the mixer keeps accuracy but reduces diversity significantly",
+             "seen": True if all(p is True for p in parts) else False
+             if any(p is False for p in parts) else None,
+             "evidence": f"{accuracy['evidence']}; {lower['evidence']}; ratio of the means no mixer "
+                         f"/ full {ratio:.3f} (significant if <= {significant_ratio:.3f})",
+             "rule": f"{accuracy['rule']}; {lower['rule']}; ratio <= {significant_ratio:g}"}
+    relative = ordering_verdict(summary, "the mixer's reduction holds relative to initialisation",
+                                "diversity_vs_init", "no mixer", "full", lower=True)
+    init = (f"; at initialisation full {means.loc['full', 'diversity_init']:.3f}, no mixer "
+            f"{means.loc['no mixer', 'diversity_init']:.3f}")
+    relative["evidence"] += init
+    return pd.DataFrame([falls, no_d, mixer, relative])
 
 
 def plot_ablation(history: pd.DataFrame) -> plt.Figure:
