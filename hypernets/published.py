@@ -17,6 +17,7 @@ row has exactly one of a number and a quoted claim.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from importlib import resources
 
 import pandas as pd
@@ -124,6 +125,20 @@ def published(table: str) -> pd.DataFrame:
     frame = _read_all()
     rows = frame[frame["table"] == table].drop(columns="table").reset_index(drop=True)
     return rows.copy()
+
+
+def quoted_claims(tables: Sequence[str]) -> str:
+    """The papers' quoted claims of ``tables`` as markdown: one block quote per claim, with its
+    source, for the tables whose numbers could not be found (metric ``claim``)."""
+    blocks = []
+    for table in tables:
+        rows = published(table)
+        claims = rows[rows["metric"] == "claim"]
+        if claims.empty:
+            raise ValueError(f"table {table!r} has published numbers, not a quoted claim")
+        blocks += [f"> {row.claim}\n>\n> — {row.source} ({method_label(row.method)})"
+                   for row in claims.itertuples()]
+    return "\n\n".join(blocks)
 
 
 def compare_with_published(ours: pd.DataFrame, table: str) -> pd.DataFrame:

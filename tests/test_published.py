@@ -264,3 +264,14 @@ def test_side_by_side_has_one_row_per_method():
     assert wide.loc["MAP", ("error_pct", "difference")] == pytest.approx(1.0 - 13.58)
     with pytest.raises(ValueError, match="compare_with_published"):
         pub.side_by_side(ours())
+
+
+def test_quoted_claims_render_each_claim_with_its_source():
+    text = pub.quoted_claims(["hypergan_anomaly", "bhn_anomaly"])
+    blocks = text.split("\n\n")
+    assert len(blocks) == 2
+    assert blocks[0].startswith("> " + CLAIMS["hypergan_anomaly"][2])
+    assert blocks[0].endswith(f"— {CLAIMS['hypergan_anomaly'][1]} (HyperGAN)")
+    assert "(Bayesian Hypernetwork)" in blocks[1]
+    with pytest.raises(ValueError, match="has published numbers"):
+        pub.quoted_claims(["mnist"])
