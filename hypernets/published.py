@@ -3,7 +3,7 @@
 The numbers live in one small CSV shipped with the package, ``hypernets/published.csv``, one
 row per number: ``table, method, metric, value, source, claim``. ``table`` names the paper's
 table (see :data:`TABLES`), ``method`` is a short name of :mod:`hypernets.methods.registry` where
-the method exists here (``mnf``, multiplicative normalising flows, does not; the architecture
+the method exists here (every published method now does; the architecture
 table's rows are ``bbh_single``, ``bbh_layerwise`` and ``bbh_sliced``), and ``metric`` is one of
 :data:`METRICS`. ``source`` cites the paper (with its arXiv id) and the table or section.
 
@@ -56,7 +56,6 @@ METRICS: dict[str, str] = {
 
 #: Labels of the published methods that are not in the registry.
 EXTRA_LABELS: dict[str, str] = {
-    "mnf": "Multiplicative normalising flows",
     "bbh_single": "Bayes by Hypernet, single hypernetwork",
     "bbh_layerwise": "Bayes by Hypernet, layer-wise hypernetworks",
     "bbh_sliced": "Bayes by Hypernet, sliced layer-wise hypernetworks",

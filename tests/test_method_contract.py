@@ -32,6 +32,7 @@ SMALL = {
     "hypergan": {"noise_dim": 8, "code_dim": 8, "hidden": 16, "train_samples": 4},
     "hypergan_mi": {"noise_dim": 8, "code_dim": 8, "hidden": 16, "stats_hidden": (16,),
                     "train_samples": 4},
+    "mnf": {"flow_hidden": 8, "aux_flow_hidden": 8, "train_samples": 2},
 }
 
 

@@ -54,7 +54,7 @@ def test_shared_runs_have_one_key_and_other_settings_another():
     table = keys(plans.mnist_table(params("mnist_table", "smoke", **SMALL)))
     attack = keys(plans.adversarial(params("adversarial", "smoke", **SMALL)))
     shared = set(table) & set(attack)
-    assert shared == {"map", "mc_dropout", "ensemble", "bbb", "bbh", "hypergan"}
+    assert shared == {"map", "mc_dropout", "ensemble", "bbb", "mnf", "bbh", "hypergan"}
     assert all(table[name] == attack[name] for name in shared)
     other = keys(plans.adversarial(params("adversarial", "smoke", **{**SMALL, "seed": 1})))
     assert not set(other.values()) & set(table.values())

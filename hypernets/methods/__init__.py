@@ -9,5 +9,7 @@ from hypernets.methods.hypergan import HyperGAN
 from hypernets.methods.hypergan_mi import HyperGANMI
 from hypernets.methods.map import MAP
 from hypernets.methods.mc_dropout import MCDropout
+from hypernets.methods.mnf import MultiplicativeNormalizingFlows
 
-__all__ = ["Method", "StackedParams", "MAP", "MCDropout", "DeepEnsemble", "BayesByBackprop", "HyperGAN", "HyperGANMI", "BayesByHypernet", "BayesianHypernetwork"]
+__all__ = ["Method", "StackedParams", "MAP", "MCDropout", "DeepEnsemble", "BayesByBackprop", "HyperGAN", "HyperGANMI", "BayesByHypernet", "BayesianHypernetwork",
+           "MultiplicativeNormalizingFlows"]

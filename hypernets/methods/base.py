@@ -57,6 +57,16 @@ def init_linear_layers(module: nn.Module, generator: torch.Generator | None) -> 
                         tensor.copy_((torch.rand(tensor.shape, generator=generator) * 2 - 1) * bound)
 
 
+def annealing_weight(epoch: float, start: float, length: float) -> float:
+    """KL weight at fractional ``epoch``: 0 before ``start``, rising linearly to 1 over ``length``.
+
+    ``length`` 0 switches the KL on at full weight at ``start``. The weight never decreases.
+    """
+    if length == 0:
+        return 1.0 if epoch >= start else 0.0
+    return min(max((epoch - start) / length, 0.0), 1.0)
+
+
 class Method(nn.Module, ABC):
     """A distribution over the weights of ``target`` (a point mass for MAP).
 

@@ -66,9 +66,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernets.likelihoods import Likelihood
-from hypernets.methods.base import (
+from hypernets.methods.base import (  # annealing_weight: the schedule, shared with MNF
     Method,
     StackedParams,
+    annealing_weight,
     check_prior_std,
     full_precision,
 )
@@ -184,16 +185,6 @@ def per_weight_nearest_neighbour_kl(samples: Tensor, prior_samples: Tensor, *,
 
 
 KL_ESTIMATORS = {"per_weight": per_weight_nearest_neighbour_kl, "joint": nearest_neighbour_kl}
-
-
-def annealing_weight(epoch: float, start: float, length: float) -> float:
-    """KL weight at fractional ``epoch``: 0 before ``start``, rising linearly to 1 over ``length``.
-
-    ``length`` 0 switches the KL on at full weight at ``start``. The weight never decreases.
-    """
-    if length == 0:
-        return 1.0 if epoch >= start else 0.0
-    return min(max((epoch - start) / length, 0.0), 1.0)
 
 
 def _init_normal(tensor: Tensor, std: float, generator) -> None:

@@ -18,6 +18,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "bhn": ("Bayesian Hypernetwork", "hypernets.methods.bayesian_hypernetwork:BayesianHypernetwork"),
     "hypergan": ("HyperGAN", "hypernets.methods.hypergan:HyperGAN"),
     "hypergan_mi": ("HyperGAN-MI", "hypernets.methods.hypergan_mi:HyperGANMI"),
+    "mnf": ("Multiplicative normalising flows", "hypernets.methods.mnf:MultiplicativeNormalizingFlows"),
 }
 
 
