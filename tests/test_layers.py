@@ -18,7 +18,7 @@ RANKS = {
     "hypernets.methods.hypergan_blocks": 4,
     **{f"hypernets.methods.{name}": 5 for name in (
         "map", "mc_dropout", "ensemble", "bayes_by_backprop", "bayes_by_hypernet",
-        "bayesian_hypernetwork", "hypergan", "hypergan_mi")},
+        "bayesian_hypernetwork", "hypergan", "hypergan_mi", "mnf")},
     "hypernets.methods": 6, "hypernets.methods.registry": 6,
     "hypernets.training": 7, "hypernets.published": 7, "hypernets.reference_posterior": 7,
     "hypernets.store": 8,
