@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The MNIST table's sizes: 10 ensemble members, 5 Bayes by Hypernet samples, 32 HyperGAN nets.
 OPTIONS = {"ensemble": {"n_members": 10}}
-QUICK_OPTIONS = {"ensemble": {"n_members": 2}, "bbh": {"train_samples": 2},
+QUICK_OPTIONS = {"ensemble": {"n_members": 2}, "bbh": {"train_samples": 2, "hidden": (8, 16)},
                  "hypergan": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16},
                  "hypergan_mi": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16,
                                  "stats_hidden": (16,)}}

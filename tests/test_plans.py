@@ -12,7 +12,7 @@ from hypernets.store import RunStore, request_hash
 #: Small sizes for every run, so that building and keying the plans takes seconds.
 SMALL = {"n_train": 64, "n_test": 32, "epochs": 1, "batch_size": 32, "curve_samples": 1, "seeds": [0],
          "options": {"ensemble": {"n_members": 2, "precision": "bf16"},
-                     "bbh": {"train_samples": 2, "kl_estimator": "per_weight"},
+                     "bbh": {"train_samples": 2, "kl_estimator": "per_weight", "hidden": [8, 16]},
                      "hypergan": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16}}}
 
 
