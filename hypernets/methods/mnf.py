@@ -22,21 +22,26 @@ bound averaged over the same S draws of z, over ``n_train`` (``anneal`` as Bayes
 see :func:`~hypernets.methods.base.annealing_weight`; the published MNIST run annealed it in).
 Written here because no maintained library offers MNF for functional, sample-batched targets.
 
-Deviations from the reference code (``pawni/BayesByHypernet``, a copy of the authors'
-``AMLab-Amsterdam/MNF_VBNN``), on purpose:
+Settings follow the authors' code (``AMLab-Amsterdam/MNF_VBNN``, ``dense_layers.py`` and
+``conv_layers.py``), of which Bayes by Hypernet's (``pawni/BayesByHypernet``, ``layers.py``) is a
+copy: an initial log standard deviation of -9 for the weights (the code's ``logvar_W`` is used
+as a log standard deviation throughout), q(z) starting with variance 0.1, flows of 50 and 100
+hidden units. Deviations, on purpose:
 
-- *Prior.* N(0, ``prior_std``^2) on every weight, as every method of the book; the reference's
-  prior variance was e (a log variance initialised to 1) and its bias KL read a log variance
-  where the weights' read a log standard deviation.
+- *Prior.* N(0, ``prior_std``^2) on every weight, as every method of the book and the authors'
+  code (prior variance 1); Bayes by Hypernet's copy initialised the prior's log variance at 1,
+  a prior variance of e.
 - *Weights, not pre-activations.* S whole weight sets are sampled (the book's functional core);
-  the reference drew each example's pre-activations (local reparameterisation), which has
+  the code drew each example's pre-activations (local reparameterisation), which has
   lower-variance gradients for the same objective.
-- *One flow type.* The masked RealNVP flow also for one-dimensional z (the reference switched
-  to planar flows there); ``log q(z)`` is the sample's density, not its expectation.
-- *z starts at 1* (mean 1, variance 0.1): multiplicative noise around the identity, as the
-  authors' code; the reference's copy started the mean at 0.
-- The clipping of sigma at ``max_std`` (the reference's ``thres_var``, 0.3 in its CIFAR runs)
-  applies in the bound as in the sampling, so that both use the same posterior.
+- *One flow type.* The masked RealNVP flow also for one-dimensional z (the code switched to
+  planar flows there); ``log q(z)`` is the sample's density, not its expectation.
+- *z starts at 1* (mean 1): multiplicative noise around the identity, so the weights start at
+  their initial means. The code starts the mean at 1 only without flows and at 0 with them.
+- *Biases* start with standard deviation e^-9 like the weights (the code: e^-4.5, its bias
+  parameter being a log variance).
+- The clipping of sigma at ``max_std`` (the code's ``thres_var``, 0.3 in Bayes by Hypernet's
+  CIFAR runs) applies in the bound as in the sampling, so that both use the same posterior.
 """
 
 from __future__ import annotations
