@@ -157,6 +157,13 @@ def _difference(summary: pd.DataFrame, metric: str, a: str, b: str) -> tuple[flo
     return float(rows.loc[a, metric] - rows.loc[b, metric]), se, min(n)
 
 
+def _evidence(metric: str, a: str, b: str, d: float, se: float, n: int) -> str:
+    """The numbers a verdict compares: the difference of the means and its interval."""
+    if n < 2:
+        return f"{metric} {a} − {b} = {d:+.3f} from one seed: no spread to judge by"
+    return f"{metric} {a} − {b} = {d:+.3f} ± {INTERVAL_SE * se:.3f} ({n} seeds)"
+
+
 def ordering_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, b: str, *,
                      lower: bool) -> dict[str, Any]:
     """Is ``a``'s ``metric`` lower (``lower=True``) or higher than ``b``'s, beyond the seeds' spread?
@@ -172,11 +179,11 @@ def ordering_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, b: 
             f"{INTERVAL_SE:g} standard errors over {n} seeds excludes 0")
     if n < 2:
         return {"claim": claim, "seen": None, "rule": rule,
-                "evidence": f"{metric} {a} − {b} = {d:+.3f} from one seed: no spread to judge by"}
+                "evidence": _evidence(metric, a, b, d, se, n)}
     low, high = signed - INTERVAL_SE * se, signed + INTERVAL_SE * se
     seen = True if low > 0 else False if high < 0 else None
     return {"claim": claim, "seen": seen, "rule": rule,
-            "evidence": f"{metric} {a} − {b} = {d:+.3f} ± {INTERVAL_SE * se:.3f} ({n} seeds)"}
+            "evidence": _evidence(metric, a, b, d, se, n)}
 
 
 def equivalence_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, b: str, *,
@@ -192,12 +199,12 @@ def equivalence_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, 
             f"{INTERVAL_SE:g} standard errors over {n} seeds inside ±{tolerance:g}")
     if n < 2:
         return {"claim": claim, "seen": None, "rule": rule,
-                "evidence": f"{metric} {a} − {b} = {d:+.3f} from one seed: no spread to judge by"}
+                "evidence": _evidence(metric, a, b, d, se, n)}
     low, high = d - INTERVAL_SE * se, d + INTERVAL_SE * se
     seen = (True if -tolerance <= low and high <= tolerance
             else False if high < -tolerance or low > tolerance else None)
     return {"claim": claim, "seen": seen, "rule": rule,
-            "evidence": f"{metric} {a} − {b} = {d:+.3f} ± {INTERVAL_SE * se:.3f} ({n} seeds)"}
+            "evidence": _evidence(metric, a, b, d, se, n)}
 
 
 def accuracy_and_outlier_claims(summary: pd.DataFrame, method: str, baselines: Sequence[str], *,
