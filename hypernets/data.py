@@ -68,6 +68,8 @@ __all__ = [
     "data_root",
     "load_mnist",
     "load_notmnist",
+    "noise_images",
+    "NOISE_KINDS",
     "load_cifar10",
     "load_cifar5",
     "load_mnist_splits",
@@ -643,6 +645,33 @@ def load_notmnist(
         lossy=False,
         pixel_range=MNIST_PIXELS if normalize else None,
     )
+
+
+#: The noise outlier sets of Bayesian Hypernetworks' anomaly detection (its ``noised``).
+NOISE_KINDS = ("uniform", "gaussian")
+
+
+def noise_images(like: ImageData, kind: str, *, seed: int = 0) -> ImageData:
+    """As many noise images as ``like`` holds, of its shape and normalisation.
+
+    The Bayesian Hypernetworks reference (``dk_anomaly_detection.py``, ``noised`` at noise
+    level 1) draws every raw pixel from U[0, 1] (``uniform``) or N(0, 1) (``gaussian``, not
+    clipped to [0, 1]); the pixels are then normalised as ``like``'s. Labels are all 0.
+    """
+    kind = check_choice("kind (of noise)", kind, NOISE_KINDS)
+    generator = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    shape = tuple(like.x.shape)
+    pixels = (torch.rand(shape, generator=generator) if kind == "uniform"
+              else torch.randn(shape, generator=generator))
+    if like.pixel_range is not None:
+        channels = (1, -1, 1, 1)
+        pixels = ((pixels - torch.tensor(like.pixel_range.mean).view(channels))
+                  / torch.tensor(like.pixel_range.std).view(channels))
+    name = {"uniform": "uniform noise", "gaussian": "Gaussian noise"}[kind]
+    return ImageData(x=pixels, y=torch.zeros(shape[0], dtype=torch.long), name=name,
+                     split=like.split, classes=("noise",),
+                     source=f"{name} images shaped like {like.name} {like.split} (seed {seed})",
+                     lossy=False, pixel_range=like.pixel_range)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ empirical CDFs of the predictive entropy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -205,6 +206,20 @@ def equivalence_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, 
             else False if high < -tolerance or low > tolerance else None)
     return {"claim": claim, "seen": seen, "rule": rule,
             "evidence": _evidence(metric, a, b, d, se, n)}
+
+
+def interval_verdict(claim: str, low: float, high: float, *, rule: str, evidence: str,
+                     margin: float = 0.0) -> dict[str, Any]:
+    """A claim that a difference exceeds ``-margin``, judged on an interval of it.
+
+    Seen (True) when the interval ``[low, high]`` lies wholly above ``-margin``, contradicted
+    (False) when wholly below, undecided (None) when it holds ``-margin`` or is not finite.
+    ``margin`` 0 is "better than"; a positive margin is "at least as good, within ``margin``".
+    Returns ``claim, seen, evidence, rule`` like :func:`ordering_verdict`.
+    """
+    seen = (None if not (math.isfinite(low) and math.isfinite(high))
+            else True if low > -margin else False if high < -margin else None)
+    return {"claim": claim, "seen": seen, "rule": rule, "evidence": evidence}
 
 
 def accuracy_and_outlier_claims(summary: pd.DataFrame, method: str, baselines: Sequence[str], *,

@@ -50,6 +50,9 @@ __all__ = [
     "PROBABILITY_TOLERANCE",
     "UNCERTAINTY_SCORES",
     "accuracy",
+    "auroc_difference_interval",
+    "auroc_interval",
+    "bootstrap_aurocs",
     "brier",
     "classification_metrics",
     "ece",
@@ -445,6 +448,95 @@ def ood_metrics(score_in, score_out) -> dict[str, float]:
         "aupr_out": float(average_precision_score(is_ood, scores)),
         "fpr95": float(false_positive_rate[first_reaching]),
     }
+
+
+def _resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each of ``n_resamples`` bootstrap resamples."""
+    draws = rng.integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+
+
+def _weighted_aurocs(inside: np.ndarray, outside: np.ndarray, count_in: np.ndarray,
+                     count_out: np.ndarray) -> np.ndarray:
+    """AUROC (ties count one half) of every resample given by the rows of the draw counts."""
+    scores = np.concatenate([inside, outside])
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    last_of_tie = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    zeros_in = np.zeros((count_in.shape[0], outside.size))
+    zeros_out = np.zeros((count_out.shape[0], inside.size))
+
+    def per_tie(counts: np.ndarray) -> np.ndarray:
+        cumulative = np.cumsum(counts[:, order], axis=1)[:, last_of_tie]
+        return np.diff(cumulative, axis=1, prepend=0.0)
+
+    in_tie = per_tie(np.concatenate([count_in, zeros_in], axis=1))
+    out_tie = per_tie(np.concatenate([zeros_out, count_out], axis=1))
+    in_below = np.cumsum(in_tie, axis=1) - in_tie
+    return (out_tie * (in_below + 0.5 * in_tie)).sum(axis=1) / (inside.size * outside.size)
+
+
+def bootstrap_aurocs(score_in, score_out, *, n_resamples: int = 1000, seed: int = 0,
+                     paired_with: tuple | None = None) -> np.ndarray:
+    """AUROCs (:func:`ood_metrics`' convention) of stratified bootstrap resamples.
+
+    The in-distribution and the outlier scores are resampled separately, each with replacement
+    to its own size. ``paired_with=(score_in_b, score_out_b)``, scores of a second method on the
+    same inputs, returns the differences AUROC(a) - AUROC(b) of the same resamples: the
+    paired bootstrap of comparing two methods. Written here because ``scipy.stats.bootstrap``
+    re-ranks every resample (about 15 s for 1,000 resamples of 2 x 10,000 scores on this CPU);
+    a resample as draw counts over one sort is the same statistic, 1,000 resamples in about a
+    second.
+    """
+    inside = _validate_scores(score_in, "score_in")
+    outside = _validate_scores(score_out, "score_out")
+    n_resamples = check_int("n_resamples", n_resamples, minimum=1)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+    if paired_with is not None:
+        if len(paired_with) != 2:
+            raise ValueError("paired_with must be (score_in_b, score_out_b)")
+        inside_b = _validate_scores(paired_with[0], "paired_with[0] (score_in_b)")
+        outside_b = _validate_scores(paired_with[1], "paired_with[1] (score_out_b)")
+        if inside_b.size != inside.size or outside_b.size != outside.size:
+            raise ValueError(
+                f"paired scores must score the same inputs: score_in/score_out have "
+                f"{inside.size}/{outside.size}, paired_with {inside_b.size}/{outside_b.size}")
+    values = []
+    for start in range(0, n_resamples, 100):  # 100 resamples at a time bound the memory
+        size = min(100, n_resamples - start)
+        count_in = _resample_counts(inside.size, size, rng)
+        count_out = _resample_counts(outside.size, size, rng)
+        value = _weighted_aurocs(inside, outside, count_in, count_out)
+        if paired_with is not None:
+            value = value - _weighted_aurocs(inside_b, outside_b, count_in, count_out)
+        values.append(value)
+    return np.concatenate(values)
+
+
+def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    confidence = check_real("confidence", confidence, minimum=0.0, maximum=1.0,
+                            exclusive_minimum=True, exclusive_maximum=True)
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def auroc_interval(score_in, score_out, *, confidence: float = 0.95, n_resamples: int = 1000,
+                   seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the AUROC from :func:`bootstrap_aurocs` (stratified resamples)."""
+    return _percentile_interval(bootstrap_aurocs(score_in, score_out, n_resamples=n_resamples,
+                                                 seed=seed), confidence)
+
+
+def auroc_difference_interval(scores_a: tuple, scores_b: tuple, *, confidence: float = 0.95,
+                              n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of AUROC(a) - AUROC(b), two methods' ``(score_in, score_out)`` on
+    the same inputs, from the paired bootstrap of :func:`bootstrap_aurocs`."""
+    if len(scores_a) != 2:
+        raise ValueError("scores_a must be (score_in, score_out)")
+    differences = bootstrap_aurocs(*scores_a, n_resamples=n_resamples, seed=seed,
+                                   paired_with=scores_b)
+    return _percentile_interval(differences, confidence)
 
 
 def ood_metrics_from_probs(probs_in, probs_out, score: str = "entropy") -> dict[str, float]:

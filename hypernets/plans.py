@@ -14,7 +14,7 @@ from typing import Any
 
 from hypernets.data import (ImageSplits, load_cifar5_splits, load_mnist, load_mnist_splits,
                             toy_regression)
-from hypernets.experiments import cifar, correlations, diversity, mnist
+from hypernets.experiments import anomaly, cifar, correlations, diversity, mnist
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
                             run_requests, train_runs)
 from hypernets.store import RunStore
@@ -112,7 +112,7 @@ def anomaly_detection(params: Mapping[str, Any]) -> ChapterPlan:
         params["methods"], "mnist_mlp", data.train.x, data.train.y, epochs=params["epochs"],
         batch_size=params["batch_size"], device=params["device"], seed=params["seed"],
         options=params["options"], evaluate=_curve(data, params), precision=params["precision"])}
-    held_out = mnist.held_out_class_runs(
+    held_out = anomaly.held_out_class_runs(
         params["held_out_methods"], data.train, held_out_classes=params["held_out_classes"],
         epochs=params["held_out_epochs"], batch_size=params["batch_size"], device=params["device"],
         seed=params["seed"], options=params["options"], precision=params["precision"])

@@ -1,4 +1,4 @@
-"""MNIST experiments on small real subsets: training loop, evaluation, anomaly detection, figures."""
+"""MNIST experiments on small real subsets: training loop, evaluation, the table's figures."""
 
 import math
 
@@ -191,63 +191,7 @@ def test_ood_table_scores_follow_their_meaning():
     assert (table["auroc"] == 1.0).all() and (table["fpr95"] == 0.0).all()
 
 
-def test_anomaly_detection_tables(trained, data):
-    x_in, x_out = data.test.x[:60], data.outliers.x[:60]
-    results = mnist.anomaly_detection(trained, x_in, x_out, n_nets=(4, 2), n_points=50, seed=5)
-    assert list(results.entropy_auc["n_nets"]) == [2, 4] * 3
-    assert list(results.entropy_auc["n_nets_used"]) == [1, 1, 2, 4, 2, 3]
-    assert len(results.ecdf) == 3 * 2 * 2 * 50
-    assert set(results.ecdf["data"]) == {"in", "out"}
-    assert results.ecdf.groupby(["method", "data", "n_nets"])["cdf"].apply(
-        lambda cdf: cdf.is_monotonic_increasing and cdf.iloc[-1] == 1.0).all()
-    # The curves for k nets use the first k of the drawn nets.
-    probs_out = evaluation.predict_probs(trained["mc_dropout"], x_out, 4, seed=5)
-    row = results.entropy_auc.set_index(["method", "n_nets"]).loc[("mc_dropout", 2)]
-    assert row["entropy_auc_out"] == pytest.approx(metrics.entropy_auc(probs_out[:2]))
-    ood = results.ood
-    assert len(ood) == 3 * 4 and list(ood["n_nets_used"].unique()) == [1, 4, 3]
-    map_rows = ood[ood["method"] == "map"].set_index("score")
-    assert map_rows.loc["bald", "auroc"] == 0.5  # one net: no disagreement to score
-    assert map_rows.loc["entropy", "auroc"] > 0.7  # letters look unlike digits to a trained MLP
-    with pytest.raises(ValueError, match="every entry of n_nets must be an integer >= 1"):
-        mnist.anomaly_detection(trained, x_in, x_out, n_nets=(0, 3))
-
-
-def test_held_out_split_renumbers_the_labels(data):
-    x, y, outliers = mnist.held_out_split(data.test, 3)
-    assert len(x) + len(outliers) == len(data.test)
-    assert len(outliers) == int((data.test.y == 3).sum())
-    assert sorted(y.unique().tolist()) == list(range(9))
-    assert torch.equal(y, data.test.y[data.test.y != 3] - (data.test.y[data.test.y != 3] > 3).long())
-    with pytest.raises(ValueError, match=r"held_out \(a class index\) must be an integer in \[0, 9\]"):
-        mnist.held_out_split(data.test, 10)
-
-
-def test_held_out_class_experiment(data):
-    requests = mnist.held_out_class_runs(["map", "mc_dropout"], data.train, held_out_classes=[0, 7],
-                                         epochs=2, batch_size=50, hidden=(32,), seed=0)
-    assert sorted(requests) == [0, 7]
-    for request in requests[7]:  # trained on the nine other classes, their labels renumbered
-        assert request.target.n_outputs == 9 and len(request.x) == int((data.train.y != 7).sum())
-        assert set(request.y.unique().tolist()) <= set(range(9))
-    trained = {k: runs.train_runs(group, store=None) for k, group in requests.items()}
-    results = mnist.held_out_class_experiment(trained, data.test, n_samples=3, seed=0)
-    assert len(results) == 2 * 2 * 4
-    assert list(results.columns) == ["held_out", "method", "label", "error_pct", "score",
-                                     *evaluation.OOD_METRICS]
-    assert (results["error_pct"] < 60).all()
-    mean = mnist.mean_over_held_out(results)
-    assert len(mean) == 2 * 4 and (mean["n_held_out"] == 2).all()
-    entropy = results[(results["method"] == "map") & (results["score"] == "entropy")]
-    row = mean[(mean["method"] == "map") & (mean["score"] == "entropy")].iloc[0]
-    assert row["auroc"] == pytest.approx(entropy["auroc"].mean())
-    with pytest.raises(ValueError, match="held_out_classes must be a list of integers"):
-        mnist.held_out_class_runs(["map"], data.train, held_out_classes=3, epochs=1, batch_size=50)
-    with pytest.raises(ValueError, match="at least one class"):
-        mnist.held_out_class_experiment({}, data.test, n_samples=1)
-
-
-def test_figures(trained, data):
+def test_comparison_figure_has_log_axes_for_errors():
     table = pd.DataFrame({"method": ["map", "bbh"], "error_pct": [1.0, 2.0],
                           "entropy_auc_in": [0.9, 0.95], "entropy_auc_out": [0.6, 0.5]})
     from hypernets.published import compare_with_published
@@ -257,21 +201,6 @@ def test_figures(trained, data):
     assert fig.axes[0].get_xscale() == "log" and fig.axes[1].get_xscale() == "linear"
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["published", "ours"]
     plt.close(fig)
-    results = mnist.anomaly_detection(trained, data.test.x[:30], data.outliers.x[:30],
-                                      n_nets=(1, 2, 3), n_points=20)
-    fig = mnist.plot_entropy_ecdfs(results.ecdf, out_name="notMNIST")
-    assert len(fig.axes) == 2 * 3
-    assert [ax.get_title() for ax in fig.axes[::3]] == ["MNIST test, 1 nets", "notMNIST, 1 nets"]
-    assert len(fig.axes[0].get_lines()) == 3  # one curve per method
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["MAP", "MC dropout",
-                                                                  "Deep ensemble"]
-    plt.close(fig)
-    fig = mnist.plot_ood_scores(results.ood, "aupr_out")
-    assert fig.axes[0].get_xlabel() == "aupr_out"
-    plt.close(fig)
-    with pytest.raises(ValueError, match="metric must be one of"):
-        mnist.plot_ood_scores(results.ood, "accuracy")
-    assert math.isclose(results.ecdf["entropy"].max(), math.log(10))
 
 
 def test_training_curves_give_one_row_per_run_and_epoch_and_a_log_figure(data):

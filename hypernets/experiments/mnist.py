@@ -1,10 +1,7 @@
-"""MNIST experiments: train a list of methods, evaluate them, detect outliers, and plot.
-
-Two chapters use this module. ``mnist_table`` reproduces Bayes by Hypernet's MNIST table
-(LeNet; error, entropy AUCs on MNIST and notMNIST, training time) and its table of hypernetwork
-architectures. ``anomaly_detection`` runs the Bayesian Hypernetworks protocol (threshold-free
-detection metrics of several uncertainty scores, on notMNIST and on a held-out MNIST class)
-and HyperGAN's empirical CDFs of the predictive entropy for growing numbers of sampled nets.
+"""Bayes by Hypernet's MNIST table (the ``mnist_table`` chapter): evaluate the LeNet runs of
+every training seed, judge the paper's claims over the seeds, and the table of hypernetwork
+architectures (error, entropy AUCs on MNIST and notMNIST, training time), with the evidence on
+Bayes by Hypernet's objective.
 
 The methods are trained by :mod:`hypernets.runs` and evaluated with
 :mod:`hypernets.evaluation`. Every table is a pandas DataFrame with a ``method`` column of run
@@ -14,35 +11,26 @@ names (a registry name, or a variant such as ``bbh_single``, see :mod:`hypernets
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 import torch
 from torch import Tensor
 
-from hypernets import metrics
-from hypernets.data import ImageData
 from hypernets.evaluation import (
-    OOD_METRICS,
     accuracy_and_outlier_claims,
-    OOD_SCORES,
     classification_row,
-    entropy_ecdf_table,
-    ood_table,
     ordering_verdict,
     predict_probs,
 )
 from hypernets.methods.bayes_by_hypernet import BayesByHypernet
 from hypernets.plots import metric_panels
 from hypernets.published import method_label as published_label
-from hypernets.runs import RunRequest, TrainedMethod, run_requests
+from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
-from hypernets.targets import mnist_mlp
-from hypernets.validation import check_int, check_int_list
+from hypernets.validation import check_int
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
@@ -238,186 +226,4 @@ def plot_bbh_objective(objective: pd.DataFrame) -> plt.Figure:
     for ax, column in zip(fig.axes, panels):
         if (objective[column].dropna() > 0).all():
             ax.set_yscale("log")
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Anomaly detection
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AnomalyResults:
-    """HyperGAN's entropy ECDFs and the Bayesian Hypernetworks detection table, per method.
-
-    ``ecdf``: method, label, data (``in``/``out``), n_nets (asked), n_nets_used, entropy, cdf.
-    ``entropy_auc``: method, label, n_nets, n_nets_used, entropy_auc_in, entropy_auc_out.
-    ``ood``: method, label, n_nets_used, score and :data:`OOD_METRICS`, at the largest n_nets.
-    """
-
-    ecdf: pd.DataFrame
-    entropy_auc: pd.DataFrame
-    ood: pd.DataFrame
-
-
-def anomaly_detection(trained: Mapping[str, TrainedMethod], x_in: Tensor, x_out: Tensor, *,
-                      n_nets: Sequence[int] = (5, 10, 100), n_points: int = 200,
-                      scores: Mapping[str, str] = OOD_SCORES, batch_size: int = 1000,
-                      seed: int = 0) -> AnomalyResults:
-    """Entropy ECDFs for each number of sampled nets and detection metrics per score.
-
-    Each method draws ``max(n_nets)`` nets once (fewer for MAP and ensembles, see
-    :meth:`~hypernets.methods.base.Method.n_distinct_nets`); the predictive of ``k`` nets uses
-    the first ``k`` of them, which are ``k`` independent draws. Detection metrics use all drawn
-    nets.
-    """
-    n_nets = sorted(set(check_int_list("n_nets", n_nets, minimum=1)))
-    ecdf_rows, auc_rows, ood_rows = [], [], []
-    for name, run in trained.items():
-        probs = {"in": predict_probs(run, x_in, n_nets[-1], batch_size=batch_size, seed=seed),
-                 "out": predict_probs(run, x_out, n_nets[-1], batch_size=batch_size, seed=seed)}
-        for k in n_nets:
-            used = min(k, probs["in"].shape[0])
-            auc_rows.append({"method": name, "label": run.label, "n_nets": k, "n_nets_used": used,
-                             "entropy_auc_in": metrics.entropy_auc(probs["in"][:used]),
-                             "entropy_auc_out": metrics.entropy_auc(probs["out"][:used])})
-            ecdf_rows.append(entropy_ecdf_table({part: p[:used] for part, p in probs.items()},
-                                                n_points=n_points, method=name, label=run.label,
-                                                n_nets=k, n_nets_used=used))
-        table = ood_table(probs["in"], probs["out"], scores)
-        table.insert(0, "n_nets_used", probs["in"].shape[0])
-        table.insert(0, "label", run.label)
-        table.insert(0, "method", name)
-        ood_rows.append(table)
-    return AnomalyResults(pd.concat(ecdf_rows, ignore_index=True), pd.DataFrame(auc_rows),
-                          pd.concat(ood_rows, ignore_index=True))
-
-
-def held_out_split(data: ImageData, held_out: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Images of the other classes, their labels renumbered 0..C-2, and the images of ``held_out``.
-
-    Labels above ``held_out`` move down by one so that the remaining classes are contiguous.
-    """
-    held_out = check_int("held_out (a class index)", held_out, minimum=0,
-                         maximum=len(data.classes) - 1)
-    inside = data.y != held_out
-    labels = data.y[inside]
-    return data.x[inside], labels - (labels > held_out).long(), data.x[~inside]
-
-
-def held_out_class_runs(methods: Sequence[str], train: ImageData, *,
-                        held_out_classes: Sequence[int], epochs: int, batch_size: int,
-                        hidden: Sequence[int] = (256, 256, 256),
-                        device: str | torch.device = "cpu", seed: int = 0,
-                        options: Mapping[str, Mapping[str, Any]] | None = None,
-                        precision: str = "fp32") -> dict[int, list[RunRequest]]:
-    """The runs of the held-out-class setting: per class, ``methods`` trained on the others.
-
-    The target is :func:`mnist_mlp` with ``hidden`` and one output per remaining class.
-    """
-    held_out_classes = check_int_list("held_out_classes", held_out_classes, minimum=0,
-                                      maximum=len(train.classes) - 1)
-    runs = {}
-    for held_out in held_out_classes:
-        x_train, y_train, _ = held_out_split(train, held_out)
-        target = mnist_mlp(len(train.classes) - 1, hidden)
-        runs[held_out] = run_requests(methods, target, x_train, y_train, epochs=epochs,
-                                      batch_size=batch_size, device=device, seed=seed,
-                                      options=options, precision=precision)
-    return runs
-
-
-def held_out_class_experiment(trained: Mapping[int, Mapping[str, TrainedMethod]],
-                              test: ImageData, *, n_samples: int,
-                              scores: Mapping[str, str] = OOD_SCORES,
-                              eval_batch_size: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Detect each held-out class with the runs trained without it (:func:`held_out_class_runs`).
-
-    ``trained`` maps each held-out class to its trained runs. The in-distribution test set is
-    the test images of the other classes, the outliers the test images of the held-out class.
-    Returns one row per (held_out, method, score): ``held_out, method, label, error_pct`` (on
-    the remaining classes), ``score`` and :data:`OOD_METRICS`.
-    """
-    tables = []
-    for held_out, runs in trained.items():
-        x_in, y_in, x_out = held_out_split(test, held_out)
-        for name, run in runs.items():
-            probs_in = predict_probs(run, x_in, n_samples, batch_size=eval_batch_size, seed=seed)
-            probs_out = predict_probs(run, x_out, n_samples, batch_size=eval_batch_size, seed=seed)
-            table = ood_table(probs_in, probs_out, scores)
-            table.insert(0, "error_pct", 100.0 * (1.0 - metrics.accuracy(probs_in, y_in)))
-            table.insert(0, "label", run.label)
-            table.insert(0, "method", name)
-            table.insert(0, "held_out", held_out)
-            tables.append(table)
-    if not tables:
-        raise ValueError("held_out_class_experiment needs the trained runs of at least one class")
-    return pd.concat(tables, ignore_index=True)
-
-
-def mean_over_held_out(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean of :func:`held_out_class_experiment` over the held-out classes, per method and score.
-
-    Adds ``n_held_out``, the number of classes averaged; methods and scores keep their order.
-    """
-    keys = ["method", "label", "score"]
-    columns = ["error_pct", *OOD_METRICS]
-    grouped = results.groupby(keys, sort=False)
-    mean = grouped[columns].mean()
-    mean.insert(0, "n_held_out", grouped["held_out"].nunique())
-    return mean.reset_index()
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------
-
-
-def plot_entropy_ecdfs(ecdf: pd.DataFrame, in_name: str = "MNIST test",
-                       out_name: str = "outliers") -> plt.Figure:
-    """HyperGAN-style ECDFs of the predictive entropy: rows in/out data, one column per n_nets.
-
-    ``in_name`` and ``out_name`` title the rows of the test set and the outliers.
-
-    Entropies are in nats, as on every page, from 0 (one-hot) to log C (uniform). On the
-    outliers a curve low and to the right (high entropy) is what an uncertainty-aware model
-    should show; on the test set a curve high on the left.
-    """
-    n_nets = sorted(ecdf["n_nets"].unique())
-    labels = list(dict.fromkeys(ecdf["label"]))
-    palette = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
-    fig, axes = plt.subplots(2, len(n_nets), figsize=(3.6 * len(n_nets), 6.4), sharex=True,
-                             sharey=True, squeeze=False)
-    titles = {"in": in_name, "out": out_name}
-    for row, data in enumerate(("in", "out")):
-        for col, k in enumerate(n_nets):
-            ax = axes[row][col]
-            part = ecdf[(ecdf["data"] == data) & (ecdf["n_nets"] == k)]
-            for label in labels:
-                curve = part[part["label"] == label]
-                if curve.empty:
-                    continue
-                ax.plot(curve["entropy"], curve["cdf"], color=palette[label],
-                        label=label, drawstyle="steps-post")
-            ax.set_title(f"{titles[data]}, {k} nets")
-            ax.set_xlabel("predictive entropy (nats)" if row == 1 else "")
-            ax.set_ylabel("fraction of inputs" if col == 0 else "")
-    fig.tight_layout()
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
-    return fig
-
-
-def plot_ood_scores(ood: pd.DataFrame, metric: str = "auroc") -> plt.Figure:
-    """One bar per (method, score) of a detection table; a dashed line marks chance for AUROC."""
-    if metric not in OOD_METRICS:
-        raise ValueError(f"metric must be one of {OOD_METRICS}, got {metric!r}")
-    labels = list(dict.fromkeys(ood["label"]))
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(labels) + 1.5))
-    sns.barplot(data=ood, y="label", x=metric, hue="score", order=labels, ax=ax, orient="h")
-    if metric == "auroc":
-        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_ylabel("")
-    ax.legend(title="score", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
     return fig
