@@ -386,6 +386,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     # runs and their options
     "methods": _runs("options"),
     "held_out_methods": _runs("options"),
+    "baselines": _runs("options"),
     "correlation_methods": _runs("correlation_options", distinct_nets="n_weight_samples"),
     "product_methods": _runs("product_options"),
     "options": _run_options(),
@@ -424,6 +425,9 @@ PARAMETER_RULES: dict[str, Rule] = {
     # experiments
     "epsilons": _real_list(0.0, 1.0, note="FGSM budgets are pixel distances, pixels lie in [0, 1]"),
     "held_out_classes": _int_list(0, 9, distinct=True),
+    "train_sizes": _int_list(1, MNIST_SIZES["train"], distinct=True),
+    "couplings": _int_list(0, distinct=True),
+    "hidden_units": _int_list(1),
     "seeds": _int_list(0, distinct=True),
     "noise_stds": _real_list(0.0, exclusive_minimum=True),
     "targets": _toy_targets("noise_stds"),

@@ -208,6 +208,27 @@ def equivalence_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, 
             "evidence": _evidence(metric, a, b, d, se, n)}
 
 
+def noninferiority_verdict(summary: pd.DataFrame, claim: str, metric: str, a: str, b: str, *,
+                           tolerance: float, lower: bool) -> dict[str, Any]:
+    """Is ``a`` at least as good as ``b`` in ``metric``, up to ``tolerance``, beyond the seeds' spread?
+
+    Lower is better with ``lower=True``. Seen when the interval (difference of the means ±
+    :data:`INTERVAL_SE` standard errors) lies wholly on the good side of ``tolerance`` (below
+    ``+tolerance`` for lower-is-better), contradicted when wholly beyond it, undecided
+    otherwise or with one seed: "competitive with", where being much better also counts.
+    """
+    d, se, n = _difference(summary, metric, a, b)
+    signed = -d if lower else d  # > -tolerance where the claim holds
+    rule = (f"{a} {'≤' if lower else '≥'} {b} {'+' if lower else '−'} {tolerance:g} in {metric}: "
+            f"the difference of the means ± {INTERVAL_SE:g} standard errors over {n} seeds "
+            f"lies wholly on that side")
+    evidence = _evidence(metric, a, b, d, se, n)
+    if n < 2:
+        return {"claim": claim, "seen": None, "rule": rule, "evidence": evidence}
+    return interval_verdict(claim, signed - INTERVAL_SE * se, signed + INTERVAL_SE * se,
+                            rule=rule, evidence=evidence, margin=tolerance)
+
+
 def interval_verdict(claim: str, low: float, high: float, *, rule: str, evidence: str,
                      margin: float = 0.0) -> dict[str, Any]:
     """A claim that a difference exceeds ``-margin``, judged on an interval of it.

@@ -14,10 +14,11 @@ from typing import Any
 
 from hypernets.data import (ImageSplits, load_cifar5_splits, load_mnist, load_mnist_splits,
                             toy_regression)
-from hypernets.experiments import anomaly, cifar, correlations, diversity, mnist
+from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
                             run_requests, train_runs)
 from hypernets.store import RunStore
+from hypernets.targets import mnist_mlp
 
 
 @dataclass
@@ -187,6 +188,39 @@ def diversity_ablation(params: Mapping[str, Any]) -> ChapterPlan:
     })
 
 
+def bhn_couplings(params: Mapping[str, Any]) -> ChapterPlan:
+    """Bayesian Hypernetworks' generalisation study: per training-set size and training seed
+    (:data:`~hypernets.experiments.couplings.GROUP`, see :func:`train_couplings`), the
+    ``baselines`` and one Bayesian hypernetwork per entry of ``couplings``, on the MLP with
+    ``hidden_units``. ``seed`` fixes the training subsets, the test subset and the test-time
+    samples; ``lr``, when set, is every run's learning rate unless its options give one."""
+    data = load_mnist_splits(n_test=params["n_test"], seed=params["seed"])
+    variants = couplings.coupling_options(params["couplings"], params["options"])
+    options = {**{name: dict(value) for name, value in (params["options"] or {}).items()},
+               **variants}
+    names = [*params["baselines"], *variants]
+    if params["lr"] is not None:
+        options = {name: {"lr": params["lr"], **options.get(name, {})} for name in names}
+    target = mnist_mlp(len(data.train.classes), params["hidden_units"])
+    groups = {}
+    for size in params["train_sizes"]:
+        train = data.train if size == len(data.train) else data.train.subset(size, seed=params["seed"])
+        for seed in params["seeds"]:
+            groups[couplings.GROUP.format(size, seed)] = run_requests(
+                names, target, train.x, train.y, epochs=params["epochs"],
+                batch_size=params["batch_size"], device=params["device"], seed=seed,
+                options=options, evaluate=_curve(data, params), precision=params["precision"])
+    return ChapterPlan(data, groups)
+
+
+def train_couplings(plan: ChapterPlan, sizes: Sequence[int], seeds: Sequence[int], *,
+                    store: RunStore | None | str = "default"
+                    ) -> dict[tuple[int, int], dict[str, TrainedMethod]]:
+    """Train (or load) the runs of a :func:`bhn_couplings` plan: (size, seed) -> runs."""
+    return {(size, seed): plan.train(couplings.GROUP.format(size, seed), store=store)
+            for size in sizes for seed in seeds}
+
+
 #: Notebook name -> the function that plans its runs from its resolved parameters.
 PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "mnist_table": mnist_table,
@@ -195,4 +229,5 @@ PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "cifar5_table": cifar5_table,
     "diversity_ablation": diversity_ablation,
     "weight_correlations": weight_correlations,
+    "bhn_couplings": bhn_couplings,
 }
