@@ -1,4 +1,5 @@
-"""Fast gradient sign attacks (Goodfellow et al., 2015) on the sample-averaged predictive.
+"""Fast gradient sign attacks (Goodfellow et al., 2015) and their iterative form (BIM; Kurakin
+et al., 2017) on the sample-averaged predictive.
 
 A method's prediction is the mean over S sampled networks of their softmax outputs. The attack
 here differentiates the negative log-likelihood of that *mean* predictive, so it attacks the
@@ -36,7 +37,9 @@ from hypernets.targets import Params, TargetNet
 from hypernets.validation import check_positive_int, check_real
 
 __all__ = [
+    "ATTACKS",
     "attack_curve",
+    "bim",
     "fgsm",
     "mean_predictive_nll",
 ]
@@ -99,6 +102,38 @@ def fgsm(target: TargetNet, params: Params, x: Tensor, y: Tensor, epsilon: float
     _check_images(x, pixel_range)
     _check_epsilon(epsilon)  # before the gradient is computed
     return fgsm_step(x, fgsm_direction(target, params, x, y), epsilon, pixel_range)
+
+
+#: BIM's steps, and its step as a multiple of epsilon / steps (Madry et al.'s heuristic for
+#: reaching the border of the ball and moving along it; no random start).
+BIM_STEPS = 10
+BIM_STEP_FACTOR = 2.5
+
+
+def bim(target: TargetNet, params: Params, x: Tensor, y: Tensor, epsilon: float,
+        pixel_range: PixelRange, *, steps: int = BIM_STEPS) -> Tensor:
+    """The basic iterative method: ``steps`` signed-gradient steps of ``2.5 epsilon / steps``
+    raw pixels on :func:`mean_predictive_nll` of the S nets ``params``, each projected back onto
+    the L-infinity ball of radius ``epsilon`` around ``x`` and onto the valid pixels.
+
+    ``epsilon`` 0 returns ``x``. The weights receive no gradient.
+    """
+    _check_images(x, pixel_range)
+    epsilon = _check_epsilon(epsilon)
+    steps = check_positive_int("steps", steps)
+    low, high = pixel_range.bounds(x)
+    radius = pixel_range.step(epsilon, x)
+    low, high = torch.maximum(low, x - radius), torch.minimum(high, x + radius)
+    adversarial = x.detach()
+    for _ in range(steps if epsilon > 0 else 0):
+        direction = fgsm_direction(target, params, adversarial, y)
+        step = adversarial + pixel_range.step(BIM_STEP_FACTOR * epsilon / steps, x) * direction
+        adversarial = torch.maximum(torch.minimum(step, high), low)
+    return adversarial
+
+
+#: The attacks by name: (target, params, x, y, epsilon, pixel_range) -> adversarial images.
+ATTACKS = {"fgsm": fgsm, "bim": bim}
 
 
 def attack_curve(method: Method, x: Tensor, y: Tensor, epsilons: Sequence[float], *,

@@ -287,6 +287,28 @@ def _run_options() -> Rule:
     return Rule("mapping", check)
 
 
+def _subset_of(other: str) -> Rule:
+    """A non-empty list of distinct names, each one of the list parameter ``other``."""
+    def check(label: str, value: Any, params: Mapping[str, Any]) -> None:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{label} must be a non-empty list of run names, got {value!r}")
+        _distinct(label, value)
+        missing = [name for name in value if name not in (params.get(other) or [])]
+        if missing:
+            raise ValueError(f"{label} names {missing}, which are not in parameter {other!r} "
+                             f"({params.get(other)!r}): only trained runs can be evaluated")
+
+    return Rule("list", check, related=(other,))
+
+
+def _integer_at_most(other: str, minimum: int = 1) -> Rule:
+    """An integer from ``minimum`` up to the integer parameter ``other``."""
+    def check(label: str, value: Any, params: Mapping[str, Any]) -> None:
+        check_int(label, value, minimum=minimum, maximum=params.get(other))
+
+    return Rule("int", check, note=f"at most parameter {other!r}", related=(other,))
+
+
 def _runs(options_name: str, *, distinct_nets: str | None = None) -> Rule:
     """A non-empty list of distinct run names: registry methods, or runs of ``options_name`` with a ``method``.
 
@@ -387,6 +409,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "methods": _runs("options"),
     "held_out_methods": _runs("options"),
     "baselines": _runs("options"),
+    "detection_methods": _subset_of("methods"),
     "correlation_methods": _runs("correlation_options", distinct_nets="n_weight_samples"),
     "product_methods": _runs("product_options"),
     "options": _run_options(),
@@ -417,6 +440,8 @@ PARAMETER_RULES: dict[str, Rule] = {
     # sampled nets
     "n_samples": _integer(1),
     "n_nets": _int_list(1),
+    "detection_nets": _int_list(1),
+    "n_detect": _integer_at_most("n_test"),
     "n_predict_samples": _integer(1),
     "n_diversity_samples": _integer(2, note="a diversity needs two weight samples"),
     "toy_n_samples": _integer(2, note="a diversity needs two weight samples"),
@@ -424,6 +449,8 @@ PARAMETER_RULES: dict[str, Rule] = {
     "product_samples": _integer(1),
     # experiments
     "epsilons": _real_list(0.0, 1.0, note="FGSM budgets are pixel distances, pixels lie in [0, 1]"),
+    "detection_epsilons": _real_list(0.0, 1.0, exclusive_minimum=True,
+                                     note="attack budgets above 0, in pixels (pixels lie in [0, 1])"),
     "held_out_classes": _int_list(0, 9, distinct=True),
     "train_sizes": _int_list(1, MNIST_SIZES["train"], distinct=True),
     "couplings": _int_list(0, distinct=True),

@@ -243,6 +243,29 @@ def interval_verdict(claim: str, low: float, high: float, *, rule: str, evidence
     return {"claim": claim, "seen": seen, "rule": rule, "evidence": evidence}
 
 
+def paired_auroc_verdict(claim: str, scores_a: tuple, scores_b: tuple, *, names: tuple[str, str],
+                         what: str, margin: float = 0.0, n_resamples: int = 1000,
+                         seed: int = 0) -> dict[str, Any]:
+    """Does ``a`` detect better than ``b`` (less ``margin``)? A paired bootstrap of AUROCs.
+
+    ``scores_a`` and ``scores_b`` are ``(negatives, positives)`` score arrays of the two on the
+    same inputs (e.g. a test set and its outliers), so every resample draws the same inputs for
+    both: the 95% percentile interval of AUROC(a) - AUROC(b)
+    (:func:`hypernets.metrics.auroc_difference_interval`) decides by :func:`interval_verdict`.
+    ``names`` label a and b and ``what`` the comparison (e.g. ``"entropy, notMNIST"``) in the
+    rule and the evidence.
+    """
+    difference = (metrics.ood_metrics(*scores_a)["auroc"] - metrics.ood_metrics(*scores_b)["auroc"])
+    low, high = metrics.auroc_difference_interval(scores_a, scores_b, n_resamples=n_resamples,
+                                                  seed=seed)
+    relation = f"> {names[1]}" if margin == 0 else f"≥ {names[1]} − {margin:g}"
+    rule = (f"{names[0]} {relation} in AUROC ({what}): the 95% paired-bootstrap interval of the "
+            f"difference ({n_resamples} resamples) lies above {-margin:g}")
+    evidence = (f"AUROC {names[0]} − {names[1]} = {difference:+.3f}, 95% interval "
+                f"[{low:+.3f}, {high:+.3f}]")
+    return interval_verdict(claim, low, high, rule=rule, evidence=evidence, margin=margin)
+
+
 def accuracy_and_outlier_claims(summary: pd.DataFrame, method: str, baselines: Sequence[str], *,
                                 error_tolerance: float, outliers: str) -> pd.DataFrame:
     """Bayes by Hypernet's claims against each baseline of a :func:`seed_summary`.

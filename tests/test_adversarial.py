@@ -9,7 +9,7 @@ import torch
 from method_checks import mnist_subset
 
 from hypernets import data
-from hypernets.adversarial import attack_curve, fgsm, mean_predictive_nll
+from hypernets.adversarial import ATTACKS, attack_curve, bim, fgsm, mean_predictive_nll
 from hypernets.data import PixelRange
 from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import MAP
@@ -183,3 +183,26 @@ def test_attack_curve_rejects_regression_and_bad_arguments():
         attack_curve(method, x, y, [1.5], n_samples=1, pixel_range=MNIST_RANGE)
     with pytest.raises(ValueError, match="y must have shape"):
         attack_curve(method, x, y[:3], [0.1], n_samples=1, pixel_range=MNIST_RANGE)
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.3])
+def test_bim_stays_within_budget_and_beats_one_step(epsilon):
+    method, x, y = trained_linear_mnist()
+    params = method.sample_params(1)
+    x, y = x[:200], y[:200]
+    iterative = bim(method.target, params, x, y, epsilon, MNIST_RANGE)
+    low, high = MNIST_RANGE.bounds(x)
+    assert (iterative >= low - 1e-6).all() and (iterative <= high + 1e-6).all()
+    change = (MNIST_RANGE.to_pixels(iterative) - MNIST_RANGE.to_pixels(x)).abs()
+    assert change.max() <= epsilon + 1e-5
+    one_step = fgsm(method.target, params, x, y, epsilon, MNIST_RANGE)
+
+    def loss(images):
+        return mean_predictive_nll(method.target, params, images, y).mean()
+
+    # Ten projected steps climb the same loss at least as high as FGSM's single one.
+    assert loss(iterative) >= loss(one_step) - 1e-4 and loss(iterative) > loss(x)
+    assert torch.equal(bim(method.target, params, x, y, 0.0, MNIST_RANGE), x)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        bim(method.target, params, x, y, 0.1, MNIST_RANGE, steps=0)
+    assert set(ATTACKS) == {"fgsm", "bim"}

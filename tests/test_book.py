@@ -286,6 +286,13 @@ def test_every_profile_passes_the_parameter_rules(notebook):
     "notebook, name, value, message",
     [
         ("adversarial", "epochs", 0, r"parameter 'epochs' must be an integer >= 1, got 0"),
+        ("adversarial", "detection_methods", ["bhn"], r"parameter 'detection_methods' names \['bhn'\], "
+                                                      r"which are not in parameter 'methods'"),
+        ("adversarial", "n_detect", 31, r"parameter 'n_detect' must be an integer in \[1, 30\].*at most parameter 'n_test'"),
+        ("adversarial", "detection_epsilons", [0.0], r"every entry of parameter 'detection_epsilons' must be"),
+        ("bhn_couplings", "couplings", [2, 2], r"parameter 'couplings' lists 2 more than once"),
+        ("bhn_couplings", "train_sizes", [60001], r"must be an integer in \[1, 60000\]"),
+        ("bhn_couplings", "baselines", ["bogus"], r"every entry of parameter 'baselines' must be one of"),
         ("mnist_table", "n_train", 60001, r"parameter 'n_train' must be an integer in \[1, 60000\].*MNIST has 60,000"),
         ("mnist_table", "n_train", 0, r"parameter 'n_train' must be an integer in \[1, 60000\], got 0"),
         ("anomaly_detection", "n_test", 10001, r"parameter 'n_test' must be an integer in \[1, 10000\]"),

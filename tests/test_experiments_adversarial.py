@@ -181,3 +181,53 @@ def test_curves_need_trained_methods():
     _, x, y = trained_runs()
     with pytest.raises(ValueError, match="at least one"):
         adversarial.adversarial_curves({}, x, y, EPSILONS, n_samples=2)
+
+
+@functools.lru_cache(maxsize=1)
+def detection():
+    trained, x, y = trained_runs()
+    # bbb plays HyperGAN and the ensemble its ensemble: the claims need those names.
+    runs_by_name = {"hypergan": trained["bbb"], "ensemble": trained["ensemble"], "map": trained["map"]}
+    return adversarial.adversarial_detection(runs_by_name, x[:60], y[:60], epsilons=(0.0, 0.1, 0.3),
+                                             n_nets=(2, 3), n_resamples=100, batch_size=25)
+
+
+def test_detection_table_scores_clean_against_attacked_images():
+    results = detection()
+    table = results.table
+    # Per run: two nets counts x two attacks x two budgets above 0 (0 is left out).
+    assert len(table) == 3 * 2 * 2 * 2 and set(table["epsilon"]) == {0.1, 0.3}
+    assert list(table.columns) == ["method", "label", "attack", "n_nets", "n_nets_used", "epsilon",
+                                   "accuracy", "entropy_clean", "entropy_adversarial", "auroc",
+                                   "auroc_low", "auroc_high"]
+    assert set(table.loc[table["method"] == "ensemble", "n_nets_used"]) == {2}
+    assert set(table.loc[table["method"] == "map", "n_nets_used"]) == {1}
+    rows = table.set_index(["method", "attack", "n_nets", "epsilon"])
+    # The ensemble has 2 members: asking for 3 gives the numbers of 2.
+    assert rows.loc[("ensemble", "bim", 3, 0.3), "auroc"] == rows.loc[("ensemble", "bim", 2, 0.3), "auroc"]
+    clean, attacked = results.scores[("map", "fgsm", 2, 0.3)]
+    assert rows.loc[("map", "fgsm", 2, 0.3), "auroc"] == pytest.approx(
+        metrics.ood_metrics(clean, attacked)["auroc"])
+    # Stronger attacks hurt more: BIM at least as much as FGSM, the larger budget more.
+    assert (rows.loc[("map", "bim", 2, 0.3), "accuracy"]
+            <= rows.loc[("map", "fgsm", 2, 0.3), "accuracy"] + 1e-9)
+    assert rows.loc[("map", "fgsm", 2, 0.3), "accuracy"] < rows.loc[("map", "fgsm", 2, 0.1), "accuracy"]
+    assert ((table["auroc_low"] <= table["auroc"]) & (table["auroc"] <= table["auroc_high"])).all()
+    with pytest.raises(ValueError, match="attacks must name some of"):
+        adversarial.adversarial_detection({"map": trained_runs()[0]["map"]}, *trained_runs()[1:],
+                                          epsilons=(0.1,), attacks=("pgd",))
+    with pytest.raises(ValueError, match="a budget above 0"):
+        adversarial.adversarial_detection({"map": trained_runs()[0]["map"]}, *trained_runs()[1:],
+                                          epsilons=(0.0,))
+
+
+def test_detection_claims_and_figure():
+    results = detection()
+    claims = adversarial.detection_claims(results, n_resamples=100)
+    assert len(claims) == 2 * 2  # per attack and budget: against the ensemble (no MC dropout here)
+    assert claims["claim"].iloc[0] == "HyperGAN detects FGSM images at ε = 0.1 better than ensemble (2 nets each)"
+    assert set(claims["seen"]) <= {True, False, None}
+    fig = adversarial.plot_detection_curves(results.table)
+    assert [ax.get_title() for ax in fig.axes] == ["FGSM, 2 nets", "FGSM, 3 nets", "BIM, 2 nets", "BIM, 3 nets"]
+    plt = matplotlib.pyplot
+    plt.close(fig)

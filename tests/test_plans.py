@@ -81,12 +81,13 @@ def test_train_only_stores_what_the_notebook_then_loads(tmp_path, monkeypatch, c
     monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
     small = {key: str(value) for key, value in SMALL.items() if key != "options"}
     arguments = [item for key, value in small.items() for item in ("-p", key, value)]
-    arguments += ["-p", "options", str(SMALL["options"]), "-p", "methods", "[map, ensemble]"]
+    arguments += ["-p", "options", str(SMALL["options"]), "-p", "methods", "[map, ensemble]",
+                  "-p", "detection_methods", "[ensemble]"]
     assert runner.main(["--train-only", *arguments, "adversarial"]) == 0
     printed = capsys.readouterr().out
     assert "methods_seed0/map: trained" in printed and "methods_seed0/ensemble: trained" in printed
     resolved = params("adversarial", "smoke", methods=["map", "ensemble"],
-                      **{**SMALL})
+                      detection_methods=["ensemble"], **{**SMALL})
     trained = plans.adversarial(resolved).train("methods_seed0", store=RunStore(tmp_path))
     assert all(run.loaded for run in trained.values())
     assert runner.main(["--train-only", *arguments, "adversarial"]) == 0
@@ -139,7 +140,7 @@ def test_the_paper_profile_resolves_to_the_papers_schedules(notebook):
 def test_estimate_times_every_run_without_storing_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
     arguments = ["-p", "n_train", "64", "-p", "n_test", "32", "-p", "methods", "[map, ensemble]",
-                 "-p", "options", str(SMALL["options"])]
+                 "-p", "options", str(SMALL["options"]), "-p", "detection_methods", "[map]"]
     assert runner.main(["--estimate", *arguments, "adversarial"]) == 0
     printed = capsys.readouterr().out
     assert "ms_per_step" in printed and "h still to train on this machine" in printed

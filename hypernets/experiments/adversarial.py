@@ -1,4 +1,5 @@
-"""Bayes by Hypernet's robustness experiment: FGSM attacks on MNIST LeNets, per method.
+"""Bayes by Hypernet's robustness experiment: FGSM attacks on MNIST LeNets, per method; and
+HyperGAN's: detecting FGSM and BIM examples by the predictive entropy of sampled nets.
 
 The methods are trained with :func:`hypernets.runs.train_methods`; this module
 attacks each trained method with :func:`hypernets.adversarial.attack_curve` (the gradient of the
@@ -10,29 +11,37 @@ accuracy, mean predictive entropy and the entropy AUC.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 from torch import Tensor
 
-from hypernets.adversarial import attack_curve, fgsm_direction, fgsm_step
+from hypernets import metrics
+from hypernets.adversarial import ATTACKS, attack_curve, fgsm_direction, fgsm_step
 from hypernets.data import MNIST_PIXELS, PixelRange
-from hypernets.evaluation import equivalence_verdict, ordering_verdict
+from hypernets.evaluation import equivalence_verdict, ordering_verdict, paired_auroc_verdict
 from hypernets.plots import metric_panels
 from hypernets.published import compare_with_published
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
+from hypernets.validation import check_int, check_int_list
 
 __all__ = [
     "PAPER_EPSILONS",
+    "DetectionResults",
     "adversarial_curves",
+    "adversarial_detection",
     "adversarial_examples",
     "attack_seeds",
     "clean_error_comparison",
+    "detection_claims",
     "plot_adversarial_curves",
     "plot_adversarial_examples",
+    "plot_detection_curves",
     "robustness_claims",
     "robustness_over_seeds",
     "robustness_summary",
@@ -240,5 +249,165 @@ def plot_adversarial_examples(images: Tensor, epsilons: Sequence[float]) -> plt.
             ax.set_xticks([])
             ax.set_yticks([])
         axes[0][col].set_title(f"ε = {epsilon:g}", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Detecting adversarial examples (HyperGAN)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectionResults:
+    """Detection of adversarial images by the predictive entropy, per method, attack, nets, budget.
+
+    ``table``: method, label, attack, n_nets (asked), n_nets_used, epsilon, accuracy (on the
+    adversarial images), entropy_clean, entropy_adversarial (means, nats), auroc, auroc_low,
+    auroc_high (adversarial images positive, their clean originals negative; the 95% stratified
+    bootstrap interval). ``scores``: ``(method, attack, n_nets, epsilon)`` -> (clean entropies,
+    adversarial entropies), for the claims.
+    """
+
+    table: pd.DataFrame
+    scores: dict[tuple[str, str, int, float], tuple[np.ndarray, np.ndarray]] = field(repr=False)
+    n_nets: tuple[int, ...]
+
+
+def _entropies(method, params, x: Tensor, n_nets: int) -> tuple[np.ndarray, Tensor]:
+    with torch.no_grad():
+        probs = method.predict(x, n_nets, params=params).float().cpu()
+    return metrics.predictive_entropy(probs).to(torch.float64).numpy(), probs
+
+
+def adversarial_detection(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tensor, *,
+                          epsilons: Sequence[float], n_nets: Sequence[int] = (10, 100),
+                          attacks: Sequence[str] = ("fgsm", "bim"),
+                          pixel_range: PixelRange = MNIST_PIXELS, batch_size: int = 500,
+                          n_resamples: int = 1000, seed: int = 0) -> DetectionResults:
+    """Can the predictive entropy of k sampled nets tell adversarial images from clean ones?
+
+    For every run and every k of ``n_nets`` (at most what the run offers, see
+    :meth:`~hypernets.methods.base.Method.n_distinct_nets`), the first k of one seeded draw of
+    nets craft white-box attacks on their mean predictive (:data:`hypernets.adversarial.ATTACKS`)
+    at every budget of ``epsilons`` above 0, and score the clean and the attacked images.
+    """
+    if not trained:
+        raise ValueError("trained must hold at least one trained method")
+    n_nets = sorted(set(check_int_list("n_nets", n_nets, minimum=1)))
+    unknown = sorted(set(attacks) - set(ATTACKS))
+    if unknown or not attacks:
+        raise ValueError(f"attacks must name some of {sorted(ATTACKS)}, got {list(attacks)}")
+    budgets = [float(eps) for eps in epsilons if float(eps) > 0]
+    if not budgets:
+        raise ValueError(f"epsilons must hold a budget above 0, got {list(epsilons)}")
+    if y.shape != (len(x),):
+        raise ValueError(f"y must have shape [N] = [{len(x)}] to match x; got {tuple(y.shape)}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    rows, scores = [], {}
+    for name, run in trained.items():
+        method = run.method
+        method.eval()
+        drawn = method.n_distinct_nets(n_nets[-1])
+        with seeded(seed, method.device), torch.no_grad():
+            all_params = method.sample_params(drawn)
+        done: dict[int, list[dict]] = {}
+        for k in n_nets:
+            used = min(k, drawn)
+            if used in done:  # as many nets as a smaller k: the same numbers
+                for row in done[used]:
+                    rows.append({**row, "n_nets": k})
+                    key = (name, row["attack"], k, row["epsilon"])
+                    scores[key] = scores[(name, row["attack"], row["n_nets"], row["epsilon"])]
+                continue
+            params = {p: value[:used] for p, value in all_params.items()}
+            clean, adversarial = [], {(a, eps): [] for a in attacks for eps in budgets}
+            for start in range(0, len(x), batch_size):
+                xb = x[start:start + batch_size].to(method.device)
+                yb = y[start:start + batch_size].to(method.device)
+                clean.append(_entropies(method, params, xb, used))
+                for attack in attacks:
+                    for eps in budgets:
+                        images = ATTACKS[attack](method.target, params, xb, yb, eps, pixel_range)
+                        adversarial[(attack, eps)].append(_entropies(method, params, images, used))
+            clean_scores = np.concatenate([part[0] for part in clean])
+            done[used] = []
+            for (attack, eps), parts in adversarial.items():
+                attacked = np.concatenate([part[0] for part in parts])
+                probs = torch.cat([part[1] for part in parts], dim=1)
+                low, high = metrics.auroc_interval(clean_scores, attacked,
+                                                   n_resamples=n_resamples, seed=seed)
+                row = {"method": name, "label": run.label, "attack": attack, "n_nets": k,
+                       "n_nets_used": used, "epsilon": eps,
+                       "accuracy": metrics.accuracy(probs, y.cpu()),
+                       "entropy_clean": float(clean_scores.mean()),
+                       "entropy_adversarial": float(attacked.mean()),
+                       "auroc": metrics.ood_metrics(clean_scores, attacked)["auroc"],
+                       "auroc_low": low, "auroc_high": high}
+                rows.append(row)
+                done[used].append(row)
+                scores[(name, attack, k, eps)] = (clean_scores, attacked)
+    return DetectionResults(pd.DataFrame(rows), scores, tuple(n_nets))
+
+
+def detection_claims(results: DetectionResults, *, n_resamples: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """HyperGAN's claim per attack and budget, for the runs present: its sampled nets detect
+    adversarial images better than a deep ensemble of as many nets (the largest k of
+    ``results.n_nets`` the ensemble has members for) and than MC dropout with the most nets.
+    Paired bootstrap of the AUROC difference (the same attacked test images for both,
+    :func:`~hypernets.evaluation.paired_auroc_verdict`)."""
+    table = results.table
+    runs = set(table["method"])
+    comparisons = []
+    if {"hypergan", "ensemble"} <= runs:
+        members = int(table.loc[table["method"] == "ensemble", "n_nets_used"].max())
+        comparisons.append(("ensemble", max([k for k in results.n_nets if k <= members],
+                                            default=results.n_nets[0])))
+    if {"hypergan", "mc_dropout"} <= runs:
+        comparisons.append(("mc_dropout", results.n_nets[-1]))
+    rows = []
+    for attack in dict.fromkeys(table["attack"]):
+        for eps in sorted(set(table.loc[table["attack"] == attack, "epsilon"])):
+            for other, k in comparisons:
+                verdict = paired_auroc_verdict(
+                    f"HyperGAN detects {attack.upper()} images at ε = {eps:g} better than "
+                    f"{other} ({k} nets each)", results.scores[("hypergan", attack, k, eps)],
+                    results.scores[(other, attack, k, eps)], names=("hypergan", other),
+                    what=f"entropy, {attack.upper()} ε = {eps:g}", n_resamples=n_resamples,
+                    seed=seed)
+                rows.append({"attack": attack, "epsilon": eps, **verdict})
+    return pd.DataFrame(rows, columns=["attack", "epsilon", "claim", "seen", "rule", "evidence"])
+
+
+def plot_detection_curves(table: pd.DataFrame) -> plt.Figure:
+    """AUROC of detecting the attacked images against ε: one panel per attack and number of
+    nets, one line per method with its 95% bootstrap band; chance (0.5) dashed."""
+    attacks = list(dict.fromkeys(table["attack"]))
+    panels = [(attack, k) for attack in attacks for k in sorted(set(table["n_nets"]))]
+    labels = list(dict.fromkeys(table["label"]))
+    colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4),
+                             sharey=True, squeeze=False)
+    for ax, (attack, k) in zip(axes[0], panels):
+        part = table[(table["attack"] == attack) & (table["n_nets"] == k)]
+        for label in labels:
+            line = part[part["label"] == label].sort_values("epsilon")
+            if line.empty:
+                continue
+            ax.plot(line["epsilon"], line["auroc"], marker="o", color=colors[label], label=label)
+            ax.fill_between(line["epsilon"], line["auroc_low"], line["auroc_high"],
+                            color=colors[label], alpha=0.15, linewidth=0)
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"{attack.upper()}, {k} nets")
+        ax.set_xlabel("budget ε (pixels)")
+    axes[0][0].set_ylabel("AUROC, entropy (adversarial positive)")
+    handles, names = [], []
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     fig.tight_layout()
     return fig

@@ -38,6 +38,7 @@ from hypernets.evaluation import (
     entropy_ecdf_table,
     interval_verdict,
     ood_table,
+    paired_auroc_verdict,
     predict_probs,
 )
 from hypernets.runs import RunRequest, TrainedMethod, run_requests
@@ -199,9 +200,7 @@ def auroc_comparison(results: AnomalyResults, claim: str, a: str, b: str, outlie
 
     ``a`` and ``b`` are run names, or one run at two numbers of nets (``n_nets``, ``n_nets_b``,
     each one of ``results.n_nets``). Both are scored on the same images, so every resample
-    draws the same images for both: the 95% percentile interval of the difference
-    (:func:`hypernets.metrics.auroc_difference_interval`) decides by
-    :func:`~hypernets.evaluation.interval_verdict`.
+    draws the same images for both (:func:`~hypernets.evaluation.paired_auroc_verdict`).
     """
     n_nets_b = n_nets if n_nets_b is None else n_nets_b
     pair = []
@@ -213,16 +212,9 @@ def auroc_comparison(results: AnomalyResults, claim: str, a: str, b: str, outlie
                              f"{sorted({key[0] for key in results.scores})}, n_nets "
                              f"{list(results.n_nets)} and outliers {results.outlier_names}")
         pair.append((results.scores[key_in], results.scores[key_out]))
-    difference = (metrics.ood_metrics(*pair[0])["auroc"] - metrics.ood_metrics(*pair[1])["auroc"])
-    low, high = metrics.auroc_difference_interval(pair[0], pair[1], n_resamples=n_resamples,
-                                                  seed=seed)
     names = (a, b) if a != b else (f"{a} ({n_nets} nets)", f"{b} ({n_nets_b} nets)")
-    relation = f"> {names[1]}" if margin == 0 else f"≥ {names[1]} − {margin:g}"
-    rule = (f"{names[0]} {relation} in AUROC ({score}, {outliers}): the 95% paired-bootstrap "
-            f"interval of the difference ({n_resamples} resamples) lies above {-margin:g}")
-    evidence = (f"AUROC {names[0]} − {names[1]} = {difference:+.3f}, 95% interval "
-                f"[{low:+.3f}, {high:+.3f}]")
-    return interval_verdict(claim, low, high, rule=rule, evidence=evidence, margin=margin)
+    return paired_auroc_verdict(claim, pair[0], pair[1], names=names, what=f"{score}, {outliers}",
+                                margin=margin, n_resamples=n_resamples, seed=seed)
 
 
 def detection_claims(results: AnomalyResults, *, score: str = "entropy",
