@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernets.data import (ImageSplits, load_cifar5_splits, load_mnist, load_mnist_splits,
-                            toy_regression)
+from hypernets.data import ImageSplits, load_cifar5_splits, load_mnist, load_mnist_splits
 from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
                             run_requests, train_runs)
@@ -164,12 +163,12 @@ def weight_correlations(params: Mapping[str, Any]) -> ChapterPlan:
 
 def diversity_ablation(params: Mapping[str, Any]) -> ChapterPlan:
     """HyperGAN's ablation on MNIST (``ablation``, one group per training seed, see
-    :data:`SEED_GROUP`) and HyperGAN-MI on the toy (``mi_toy``),
-    with the arguments the notebook gives :func:`~hypernets.experiments.diversity.run_ablation`
-    and :func:`~hypernets.experiments.diversity.run_mi_toy`."""
+    :data:`SEED_GROUP`) and HyperGAN-MI on the toy (:data:`MI_TOY_GROUP`, one group per noise
+    std and training seed), with the arguments the notebook gives
+    :func:`~hypernets.experiments.diversity.run_ablation` and
+    :func:`~hypernets.experiments.diversity.run_mi_toy_study`."""
     train = load_mnist("train").subset(params["n_train"], seed=params["seed"])
     test = load_mnist("test").subset(params["n_test"], seed=params["seed"])
-    toy = toy_regression(noise_std=3.0, seed=params["seed"])
     groups = {SEED_GROUP.format("ablation", seed): diversity.ablation_runs(
         train.x, train.y, test.x, test.y, epochs=params["epochs"],
         batch_size=params["batch_size"], train_samples=params["train_samples"],
@@ -178,14 +177,19 @@ def diversity_ablation(params: Mapping[str, Any]) -> ChapterPlan:
         hypergan_options=dict(params["hypergan_options"]), lr=params["lr"],
         device=params["device"], seed=seed, eval_batch_size=params["eval_batch_size"])
         for seed in params["seeds"]}
-    return ChapterPlan({"train": train, "test": test, "toy": toy}, {
-        **groups,
-        "mi_toy": diversity.mi_toy_runs(
-            toy, beta=params["mi_beta"], steps=params["toy_steps"],
-            train_samples=params["toy_train_samples"], eval_every=params["toy_eval_every"],
-            n_samples=params["toy_n_samples"], mi_options=dict(params["mi_options"]),
-            lr=params["toy_lr"], device=params["device"], seed=params["seed"]),
-    })
+    toys, toy_groups = diversity.mi_toy_groups(
+        params["toy_noise_stds"], params["toy_seeds"], data_seed=params["seed"],
+        beta=params["mi_beta"], steps=params["toy_steps"],
+        train_samples=params["toy_train_samples"], eval_every=params["toy_eval_every"],
+        n_samples=params["toy_n_samples"], mi_options=dict(params["mi_options"]),
+        lr=params["toy_lr"], device=params["device"])
+    groups.update({MI_TOY_GROUP.format(std, seed): requests
+                   for (std, seed), requests in toy_groups.items()})
+    return ChapterPlan({"train": train, "test": test, "toys": toys}, groups)
+
+
+#: The diversity plan's group of the MI-toy runs of one noise std and training seed.
+MI_TOY_GROUP = "mi_toy_sigma{:g}_seed{}"
 
 
 def bhn_couplings(params: Mapping[str, Any]) -> ChapterPlan:

@@ -196,18 +196,22 @@ def test_claims_markdown_says_seen_not_seen_undecided():
         "- a: **seen** (1 < 2)", "- b: **not seen** (3 > 2)", "- c: **undecided** (one epoch)"]
 
 
-def test_mi_toy_claims():
-    summary = pd.DataFrame([
-        {"variant": "HyperGAN-MI", "diversity": 0.2, "band_inside": 2.0, "band_outside": 12.0,
-         "band_ratio": 6.0},
-        {"variant": "no regulariser", "diversity": 0.1, "band_inside": 2.0, "band_outside": 16.0,
-         "band_ratio": 8.0}])
-    claims = dv.mi_toy_claims(summary)
-    assert claims["seen"].tolist() == [True, False]
-    assert claims["evidence"][1] == ("band width outside / inside with MI 6.00 (12.00 / 2.00), "
-                                     "without 8.00 (16.00 / 2.00)")
+def test_mi_toy_claims_over_seeds():
+    rows = []
+    for seed, (div_mi, div_plain) in enumerate([(0.20, 0.10), (0.22, 0.11), (0.21, 0.12)]):
+        for variant, diversity, ratio, mse in (("HyperGAN-MI", div_mi, 6.0 + seed, 10.0 + seed),
+                                               ("no regulariser", div_plain, 6.5 - seed, 12.0 - seed)):
+            rows.append({"variant": variant, "noise_std": 3.0, "seed": seed, "mi": 0.0,
+                         "diversity": diversity, "rmse": 1.0, "band_inside": 1.0,
+                         "band_outside": ratio, "band_ratio": ratio, "net_mse": mse,
+                         "ensemble_mse": mse})
+    claims = dv.mi_toy_claims(pd.DataFrame(rows)).set_index("claim")
+    assert claims.loc["the MI regulariser increases weight diversity (σ = 3)", "seen"] is True
+    assert claims.loc["the MI regulariser widens the band outside the data (σ = 3)", "seen"] is None
+    assert "3 seeds" in claims.loc["the MI regulariser lowers the ensemble's test MSE (σ = 3)", "evidence"]
+    assert (claims["noise_std"] == 3.0).all()
     with pytest.raises(ValueError, match="lacks the variant"):
-        dv.mi_toy_claims(summary.iloc[:1])
+        dv.mi_toy_claims(pd.DataFrame(rows[:1]))
 
 
 def test_band_widths_of_known_spreads():
@@ -293,3 +297,34 @@ def test_figures(ablation, mi_toy):
     fig = dv.plot_mi_toy_bands(toy, samples, n_curves=3)
     assert [ax.get_title() for ax in fig.axes] == ["HyperGAN-MI", "no regulariser"]
     plt.close(fig)
+
+
+def test_mi_toy_study_and_its_losses():
+    study = dv.run_mi_toy_study([3.0, 9.0], [0, 1], data_seed=0, beta=5.0, steps=4, train_samples=4,
+                                eval_every=2, n_samples=5, loss_nets=(1, 3), target=mlp([1, 8, 1], "relu"),
+                                mi_options=TINY_MI, lr=1e-3, store=None)
+    assert sorted(study.toys) == [3.0, 9.0] and study.toys[9.0].noise_std == 9.0
+    assert set(zip(study.history["noise_std"], study.history["seed"])) == {(3.0, 0), (3.0, 1), (9.0, 0), (9.0, 1)}
+    losses = study.losses
+    assert len(losses) == 2 * 2 * 2 * 2 and list(losses.columns) == ["variant", "n_nets", "net_mse",
+                                                                     "ensemble_mse", "noise_std", "seed"]
+    # One net: its ensemble is itself. Jensen: the ensemble's MSE never exceeds its nets' mean.
+    one = losses[losses["n_nets"] == 1]
+    assert np.allclose(one["net_mse"], one["ensemble_mse"])
+    assert (losses["ensemble_mse"] <= losses["net_mse"] + 1e-9).all()
+    per_seed = dv.mi_toy_over_seeds(study)
+    assert len(per_seed) == 2 * 2 * 2
+    row = per_seed[(per_seed["noise_std"] == 9.0) & (per_seed["seed"] == 1)].set_index("variant")
+    most = losses[(losses["noise_std"] == 9.0) & (losses["seed"] == 1) & (losses["n_nets"] == 3)]
+    assert row.loc["HyperGAN-MI", "ensemble_mse"] == pytest.approx(
+        most.set_index("variant").loc["HyperGAN-MI", "ensemble_mse"])
+    claims = dv.mi_toy_claims(per_seed)
+    assert list(claims["noise_std"]) == [3.0] * 3 + [9.0] * 3
+    fig = dv.plot_mi_toy_losses(losses)
+    assert [ax.get_title() for ax in fig.axes] == ["σ = 3", "σ = 9"]
+    assert fig.axes[0].get_xscale() == "log"
+    plt.close(fig)
+    x, y = dv.toy_test_set(study.toys[3.0])
+    assert x.shape == (1000, 1) and float(x.min()) == -4.0 and torch.equal(y, x**3)
+    with pytest.raises(ValueError, match="at least one value"):
+        dv.mi_toy_groups([], [0], data_seed=0, beta=1.0, steps=1)

@@ -155,7 +155,7 @@ def test_the_diversity_chapter_loads_what_its_plan_trained(tmp_path, monkeypatch
     resolved = params("diversity_ablation", "smoke", toy_steps=4)
     plan = plans.diversity_ablation(resolved)
     plan.train_all()
-    train, test, toy = plan.data["train"], plan.data["test"], plan.data["toy"]
+    train, test, toys = plan.data["train"], plan.data["test"], plan.data["toys"]
     stored = {path.name for path in tmp_path.iterdir()}
     assert [g for g in plan.groups if g.startswith("ablation")] == [
         f"ablation_seed{s}" for s in resolved["seeds"]]
@@ -167,9 +167,14 @@ def test_the_diversity_chapter_loads_what_its_plan_trained(tmp_path, monkeypatch
             n_diversity_samples=resolved["n_diversity_samples"],
             hypergan_options=dict(resolved["hypergan_options"]), lr=resolved["lr"],
             device=resolved["device"], seed=seed, eval_batch_size=resolved["eval_batch_size"])
-    diversity.run_mi_toy(
-        toy, beta=resolved["mi_beta"], steps=4, train_samples=resolved["toy_train_samples"],
+    assert [g for g in plan.groups if g.startswith("mi_toy")] == [
+        plans.MI_TOY_GROUP.format(std, s) for std in resolved["toy_noise_stds"]
+        for s in resolved["toy_seeds"]]
+    diversity.run_mi_toy_study(
+        resolved["toy_noise_stds"], resolved["toy_seeds"], data_seed=resolved["seed"],
+        beta=resolved["mi_beta"], steps=4, train_samples=resolved["toy_train_samples"],
         eval_every=resolved["toy_eval_every"], n_samples=resolved["toy_n_samples"],
-        mi_options=dict(resolved["mi_options"]), lr=resolved["toy_lr"], device=resolved["device"],
-        seed=resolved["seed"])
+        loss_nets=resolved["loss_nets"], mi_options=dict(resolved["mi_options"]),
+        lr=resolved["toy_lr"], device=resolved["device"])
+    assert sorted(toys) == sorted(resolved["toy_noise_stds"])
     assert {path.name for path in tmp_path.iterdir()} == stored  # nothing new was trained

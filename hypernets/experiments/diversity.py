@@ -10,9 +10,11 @@ different from each other?
   weight sets (:func:`hypernets.metrics.weight_norm_diversity`: std / mean of the L2 norms of
   the samples, averaged over the weight tensors). :func:`ablation_claims` checks the paper's
   three statements against the numbers.
-* **MI toy** (HyperGAN-MI): the same HyperGAN-MI on the sigma = 3 cubic toy with its mutual
-  information weight beta and with beta = 0 (:data:`MI_VARIANTS`); the spread of the sampled
-  functions inside and outside the training inputs, and the weight diversity.
+* **MI toy** (HyperGAN-MI): the same HyperGAN-MI on the cubic toy (sigma = 3, and the
+  reference's default 9) with its mutual information weight beta and with beta = 0
+  (:data:`MI_VARIANTS`), for several training seeds; the spread of the sampled functions inside
+  and outside the training inputs, the weight diversity, and the test loss against the number
+  of sampled nets (:data:`LOSS_NETS`).
 
 Every evaluation draws its sampled nets from a generator forked off torch's global RNG and
 seeded with the run's seed, so evaluating does not change training and all epochs are scored
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -33,7 +36,7 @@ import torch
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.data import ToyRegression
+from hypernets.data import ToyRegression, toy_regression
 from hypernets.evaluation import (  # claims_markdown: the notebook reads the verdicts here
     claims_markdown, equivalence_verdict, ordering_verdict, seed_summary)
 from hypernets.likelihoods import Gaussian
@@ -43,7 +46,7 @@ from hypernets.seeding import seeded
 from hypernets.targets import TargetNet, get_target
 from hypernets.runs import RunRequest, train_runs
 from hypernets.training import predict, tensor_digest
-from hypernets.validation import check_int, check_positive
+from hypernets.validation import check_int, check_int_list, check_positive
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -58,9 +61,18 @@ __all__ = [
     "band_widths",
     "claims_markdown",
     "diversity_by_tensor",
+    "LOSS_NETS",
+    "MI_TOY_METRICS",
+    "MiToyStudy",
     "mi_toy_claims",
+    "mi_toy_groups",
+    "mi_toy_losses",
+    "mi_toy_over_seeds",
     "mi_toy_runs",
     "mi_toy_summary",
+    "plot_mi_toy_losses",
+    "run_mi_toy_study",
+    "toy_test_set",
     "plot_ablation",
     "plot_diversity_by_tensor",
     "plot_mi_toy_bands",
@@ -435,6 +447,12 @@ def run_mi_toy(toy: ToyRegression, *, n_samples: int = 100, store: Any = "defaul
     """
     requests = mi_toy_runs(toy, n_samples=n_samples, **settings)
     trained = train_runs(requests, store=store)
+    return _mi_toy_tables(requests, trained, toy, n_samples)
+
+
+def _mi_toy_tables(requests: Sequence[RunRequest], trained: Mapping[str, Any], toy: ToyRegression,
+                   n_samples: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_mi_toy`'s history and sampled functions of trained MI-toy runs."""
     grid = toy.x_grid
     history_rows, sample_tables = [], []
     for request in requests:
@@ -454,6 +472,87 @@ def run_mi_toy(toy: ToyRegression, *, n_samples: int = 100, store: Any = "defaul
             "y": functions.reshape(-1).numpy(),
         }))
     return pd.DataFrame(history_rows), pd.concat(sample_tables, ignore_index=True)
+
+
+#: The numbers of sampled nets of HyperGAN-MI's test loss (gtegner/hyper-gan, ``main.py``).
+LOSS_NETS = (1, 5, 10, 100)
+
+
+def toy_test_set(toy: ToyRegression, n_points: int = 1000) -> tuple[Tensor, Tensor]:
+    """HyperGAN-MI's test set: ``n_points`` inputs evenly over the training interval and their
+    noise-free targets x**3 (the reference's ``true_data(range=4)``)."""
+    x = torch.linspace(*toy.x_range, check_int("n_points", n_points, minimum=2)).unsqueeze(1)
+    return x, toy.true_function(x)
+
+
+def mi_toy_losses(trained: Mapping[str, Any], toy: ToyRegression, *,
+                  n_nets: Sequence[int] = LOSS_NETS, seed: int = 0) -> pd.DataFrame:
+    """HyperGAN-MI's test loss against the number of sampled nets, per variant.
+
+    Each run draws ``max(n_nets)`` functions once on :func:`toy_test_set` (seeded); for every
+    ``k`` the first ``k``: ``net_mse``, the mean over the k nets of each net's MSE (the
+    reference's ``loss_k``), and ``ensemble_mse``, the MSE of their mean function (its
+    ``ensemble_loss_k``). Columns ``variant, n_nets, net_mse, ensemble_mse``.
+    """
+    n_nets = sorted(set(check_int_list("n_nets", n_nets, minimum=1)))
+    x, y = toy_test_set(toy)
+    rows = []
+    for name, run in trained.items():
+        method = run.method
+        with seeded(seed, method.device):
+            functions = predict(method, x, n_nets[-1])[..., 0].double()  # [S, N]
+        errors = functions - y[:, 0].double()
+        for k in n_nets:
+            rows.append({"variant": name, "n_nets": k,
+                         "net_mse": float(errors[:k].pow(2).mean()),
+                         "ensemble_mse": float(errors[:k].mean(0).pow(2).mean())})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class MiToyStudy:
+    """HyperGAN-MI on the toy for several noise levels and training seeds.
+
+    ``toys``: noise std -> the toy data (drawn with one data seed). ``history``, ``samples``
+    (:func:`run_mi_toy`'s tables) and ``losses`` (:func:`mi_toy_losses`) carry ``noise_std``
+    and ``seed`` columns.
+    """
+
+    toys: dict[float, ToyRegression]
+    history: pd.DataFrame
+    samples: pd.DataFrame
+    losses: pd.DataFrame
+
+
+def mi_toy_groups(noise_stds: Sequence[float], seeds: Sequence[int], *, data_seed: int,
+                  **settings: Any) -> tuple[dict[float, ToyRegression], dict[tuple[float, int], list[RunRequest]]]:
+    """The toys of ``noise_stds`` (drawn with ``data_seed``) and the runs of :func:`mi_toy_runs`
+    for every (noise std, training seed)."""
+    if not noise_stds or not seeds:
+        raise ValueError(f"noise_stds and seeds must each list at least one value, got "
+                         f"{list(noise_stds)} and {list(seeds)}")
+    toys = {float(std): toy_regression(noise_std=float(std), seed=data_seed) for std in noise_stds}
+    groups = {(std, seed): mi_toy_runs(toy, seed=seed, **settings)
+              for std, toy in toys.items() for seed in seeds}
+    return toys, groups
+
+
+def run_mi_toy_study(noise_stds: Sequence[float], seeds: Sequence[int], *, data_seed: int,
+                     n_samples: int = 100, loss_nets: Sequence[int] = LOSS_NETS,
+                     store: Any = "default", **settings: Any) -> MiToyStudy:
+    """:func:`run_mi_toy` and :func:`mi_toy_losses` for every noise std and training seed
+    (:func:`mi_toy_groups`; ``settings`` as for :func:`mi_toy_runs`)."""
+    toys, groups = mi_toy_groups(noise_stds, seeds, data_seed=data_seed, n_samples=n_samples,
+                                 **settings)
+    tables: dict[str, list[pd.DataFrame]] = {"history": [], "samples": [], "losses": []}
+    for (std, seed), requests in groups.items():
+        trained = train_runs(requests, store=store)
+        history, samples = _mi_toy_tables(requests, trained, toys[std], n_samples)
+        losses = mi_toy_losses(trained, toys[std], n_nets=loss_nets, seed=seed)
+        for name, table in (("history", history), ("samples", samples), ("losses", losses)):
+            tables[name].append(table.assign(noise_std=std, seed=seed))
+    return MiToyStudy(toys, *(pd.concat(tables[name], ignore_index=True)
+                              for name in ("history", "samples", "losses")))
 
 
 def _samples_matrix(samples: pd.DataFrame, variant: str) -> tuple[Tensor, Tensor]:
@@ -489,31 +588,80 @@ def mi_toy_summary(toy: ToyRegression, history: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-def mi_toy_claims(summary: pd.DataFrame) -> pd.DataFrame:
-    """What the MI regulariser should do, checked on a :func:`mi_toy_summary` of both variants.
+#: The MI toy's summary columns a table over seeds averages.
+MI_TOY_METRICS = ("mi", "diversity", "rmse", "band_inside", "band_outside", "band_ratio",
+                  "net_mse", "ensemble_mse")
+
+
+def mi_toy_over_seeds(study: MiToyStudy) -> pd.DataFrame:
+    """:func:`mi_toy_summary` of every (noise std, seed) of a study, with the test losses of
+    the most nets (``net_mse``, ``ensemble_mse``) and ``noise_std, seed`` columns."""
+    rows = []
+    for (std, seed), history in study.history.groupby(["noise_std", "seed"], sort=False):
+        samples = study.samples[(study.samples["noise_std"] == std) & (study.samples["seed"] == seed)]
+        summary = mi_toy_summary(study.toys[std], history, samples)
+        losses = study.losses[(study.losses["noise_std"] == std) & (study.losses["seed"] == seed)]
+        most = losses[losses["n_nets"] == losses["n_nets"].max()].set_index("variant")
+        summary["net_mse"] = summary["variant"].map(most["net_mse"])
+        summary["ensemble_mse"] = summary["variant"].map(most["ensemble_mse"])
+        rows.append(summary.assign(noise_std=std, seed=seed))
+    return pd.concat(rows, ignore_index=True)
+
+
+def mi_toy_claims(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """What the MI regulariser should do, per noise std, judged over the training seeds of
+    :func:`mi_toy_over_seeds` (:func:`~hypernets.evaluation.ordering_verdict`):
 
     1. It increases the weight diversity (HyperGAN-MI's diversity > that without it).
     2. It widens the band outside the data relative to inside (a larger ``band_ratio``).
+    3. It lowers the test MSE of the ensemble of the most sampled nets (the reference's
+       "higher and more robust performance").
 
-    Same columns as :func:`ablation_claims`.
+    Columns ``noise_std, claim, seen, rule, evidence``.
     """
-    by_name = summary.set_index("variant")
-    missing = [name for name in MI_VARIANTS if name not in by_name.index]
-    if missing:
-        raise ValueError(f"summary lacks the variant(s) {missing}; the claims compare "
-                         f"{list(MI_VARIANTS)}")
-    mi, plain = (by_name.loc[name] for name in MI_VARIANTS)
-    return pd.DataFrame([
-        {"claim": "the MI regulariser increases weight diversity",
-         "seen": bool(mi["diversity"] > plain["diversity"]),
-         "evidence": f"diversity with MI {mi['diversity']:.3f}, without {plain['diversity']:.3f}"},
-        {"claim": "the MI regulariser widens the band outside the data",
-         "seen": bool(mi["band_ratio"] > plain["band_ratio"]),
-         "evidence": f"band width outside / inside with MI {mi['band_ratio']:.2f} "
-                     f"({mi['band_outside']:.2f} / {mi['band_inside']:.2f}), without "
-                     f"{plain['band_ratio']:.2f} ({plain['band_outside']:.2f} / "
-                     f"{plain['band_inside']:.2f})"},
-    ])
+    regularised, plain = MI_VARIANTS
+    rows = []
+    for std, part in per_seed.groupby("noise_std", sort=True):
+        missing = [name for name in MI_VARIANTS if name not in set(part["variant"])]
+        if missing:
+            raise ValueError(f"per_seed lacks the variant(s) {missing} at noise std {std:g}; the "
+                             f"claims compare {list(MI_VARIANTS)}")
+        summary = seed_summary(part.assign(method=part["variant"], label=part["variant"]),
+                               MI_TOY_METRICS)
+        for claim, metric, lower in (
+                ("the MI regulariser increases weight diversity", "diversity", False),
+                ("the MI regulariser widens the band outside the data", "band_ratio", False),
+                ("the MI regulariser lowers the ensemble's test MSE", "ensemble_mse", True)):
+            rows.append({"noise_std": std, **ordering_verdict(
+                summary, f"{claim} (σ = {std:g})", metric, regularised, plain, lower=lower)})
+    return pd.DataFrame(rows, columns=["noise_std", "claim", "seen", "rule", "evidence"])
+
+
+def plot_mi_toy_losses(losses: pd.DataFrame) -> plt.Figure:
+    """Test MSE against the number of sampled nets (log axes), one panel per noise std: each
+    variant's mean single-net MSE (dashed) and ensemble MSE (solid), mean ± sd over seeds."""
+    stds = sorted(losses["noise_std"].unique())
+    variants = list(dict.fromkeys(losses["variant"]))
+    colors = dict(zip(variants, sns.color_palette(n_colors=len(variants))))
+    fig, axes = plt.subplots(1, len(stds), figsize=(4.4 * len(stds) + 2.2, 3.6), squeeze=False)
+    for ax, std in zip(axes[0], stds):
+        part = losses[losses["noise_std"] == std]
+        for variant in variants:
+            grouped = part[part["variant"] == variant].groupby("n_nets")
+            for column, style, what in (("ensemble_mse", "-", "ensemble"),
+                                        ("net_mse", "--", "single nets")):
+                mean, sd = grouped[column].mean(), grouped[column].std(ddof=1).fillna(0)
+                ax.errorbar(mean.index, mean, yerr=sd, linestyle=style, marker="o", capsize=3,
+                            color=colors[variant], label=f"{variant}, {what}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sampled nets")
+        ax.set_ylabel("test MSE (x in the training range)")
+        ax.set_title(f"σ = {std:g}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def plot_mi_toy_bands(toy: ToyRegression, samples: pd.DataFrame,
