@@ -70,6 +70,7 @@ __all__ = [
     "pairwise_disagreement",
     "predictive_entropy",
     "predictive_mean_std",
+    "proportion_interval",
     "std_inside_outside",
     "probability_variance",
     "probs_from_logits",
@@ -537,6 +538,17 @@ def auroc_difference_interval(scores_a: tuple, scores_b: tuple, *, confidence: f
     differences = bootstrap_aurocs(*scores_a, n_resamples=n_resamples, seed=seed,
                                    paired_with=scores_b)
     return _percentile_interval(differences, confidence)
+
+
+def proportion_interval(successes: int, trials: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (``scipy.stats.binomtest``)."""
+    trials = check_int("trials", trials, minimum=1)
+    successes = check_int("successes", successes, minimum=0, maximum=trials)
+    confidence = check_real("confidence", confidence, minimum=0.0, maximum=1.0,
+                            exclusive_minimum=True, exclusive_maximum=True)
+    interval = stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence,
+                                                                method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def ood_metrics_from_probs(probs_in, probs_out, score: str = "entropy") -> dict[str, float]:

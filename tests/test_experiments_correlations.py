@@ -9,6 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from hypernets import metrics  # noqa: E402
 from hypernets.experiments import correlations as corr  # noqa: E402
 from hypernets.likelihoods import Categorical  # noqa: E402
 from hypernets.methods.registry import make_method  # noqa: E402
@@ -187,3 +188,40 @@ def test_run_correlations_trains_on_mnist_and_tests_weight_pairs():
     assert list(result.accuracy.index) == ["Bayes by Backprop"]
     assert 0.0 <= result.accuracy.loc["Bayes by Backprop", "test accuracy"] <= 1.0
     assert len(result.pvalues) == 20 and (result.pvalues["method"] == "Bayes by Backprop").all()
+
+
+def test_correlation_claims_follow_the_wilson_rule():
+    def pairs(label, n_small, n):
+        return pd.DataFrame({"method": label, "p_value": [0.001] * n_small + [0.5] * (n - n_small),
+                             "r": 0.0, "first": 0, "second": 1, "n_fixed": 0})
+
+    table = pd.concat([pairs("Bayes by Backprop", 100, 2000), pairs("A", 600, 2000),
+                       pairs("B", 100, 2000), pairs("C", 2, 10)])
+    claims = corr.correlation_claims(table).set_index("method")
+    assert claims.loc["Bayes by Backprop", "claim"] == "Bayes by Backprop keeps its weights independent"
+    assert claims.loc["Bayes by Backprop", "seen"] is True  # 5% of pairs: the independent rate
+    assert claims.loc["A", "seen"] is True and claims.loc["B", "seen"] is False
+    assert claims.loc["C", "seen"] is None  # 2 of 10: too few pairs to tell
+    low, high = metrics.proportion_interval(600, 2000)
+    assert f"600 of 2000 pairs = 0.300, 95% interval [{low:.3f}, {high:.3f}]" == claims.loc["A", "evidence"]
+
+
+def test_branch_claims_need_mass_on_both_branches():
+    both = torch.tensor([[1.0, 1.0]] * 50 + [[-1.0, -1.0]] * 50)
+    one = torch.tensor([[1.0, 1.0]] * 100)
+    few = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    claims = corr.branch_claims({"both": both, "one": one, "few": few}).set_index("method")
+    assert claims.loc["both", "seen"] is True and claims.loc["one", "seen"] is False
+    assert claims.loc["few", "seen"] is None
+    assert "a, b < 0: 0 of 100" in claims.loc["one", "evidence"]
+
+
+def test_proportion_interval_is_wilson():
+    low, high = metrics.proportion_interval(5, 100)
+    # Wilson's interval by its formula.
+    z, p, n = 1.959964, 0.05, 100
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * ((p * (1 - p) / n + z**2 / (4 * n**2)) ** 0.5) / (1 + z**2 / n)
+    assert (low, high) == pytest.approx((centre - half, centre + half), abs=1e-5)
+    with pytest.raises(ValueError, match="successes must be an integer in"):
+        metrics.proportion_interval(5, 4)

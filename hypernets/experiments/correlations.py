@@ -158,6 +158,44 @@ def pvalue_summary(pvalues: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     return table
 
 
+#: "Piles up near 0": at least this many times the independent weights' share below alpha.
+PILE_UP_FACTOR = 2.0
+#: "Mass on both branches": at least this share of the samples on each.
+BRANCH_SHARE = 0.1
+#: The mean-field reference of (a), whose weights are independent by construction.
+MEAN_FIELD = ("Bayes by Backprop",)
+
+
+def correlation_claims(pvalues: pd.DataFrame, *, alpha: float = ALPHA,
+                       factor: float = PILE_UP_FACTOR,
+                       independent: Sequence[str] = MEAN_FIELD) -> pd.DataFrame:
+    """(a)'s claims per method (label) of :func:`correlation_pvalues`, by one rule.
+
+    The share of weight pairs with p < ``alpha`` has a Wilson 95% interval over the pairs
+    (:func:`hypernets.metrics.proportion_interval`). "Correlates its weights" is seen when the
+    interval lies wholly at or above ``factor * alpha`` (independent weights give ``alpha``),
+    not seen when wholly below, undecided otherwise; for the methods of ``independent`` the claim
+    is the reverse, "keeps its weights independent". Columns ``method, claim, seen, rule,
+    evidence``.
+    """
+    threshold = factor * alpha
+    rows = []
+    for label, group in pvalues.groupby("method", sort=False):
+        k, n = int((group["p_value"] < alpha).sum()), len(group)
+        low, high = metrics.proportion_interval(k, n)
+        correlated = True if low >= threshold else False if high < threshold else None
+        mean_field = label in independent
+        seen = correlated if not mean_field or correlated is None else not correlated
+        claim = (f"{label} keeps its weights independent" if mean_field
+                 else f"{label} correlates its weights")
+        rows.append({"method": label, "claim": claim, "seen": seen,
+                     "rule": (f"share of pairs with p < {alpha:g}, Wilson 95% interval over the "
+                              f"pairs, wholly {'below' if mean_field else 'at or above'} "
+                              f"{threshold:g} ({factor:g} x {alpha:g})"),
+                     "evidence": f"{k} of {n} pairs = {k / n:.3f}, 95% interval [{low:.3f}, {high:.3f}]"})
+    return pd.DataFrame(rows, columns=["method", "claim", "seen", "rule", "evidence"])
+
+
 def plot_pvalue_histograms(pvalues: pd.DataFrame, alpha: float = ALPHA, bins: int = 20) -> plt.Figure:
     """A histogram of the pairs' p-values per method, as densities, with the uniform density 1 and ``alpha`` marked."""
     labels = list(dict.fromkeys(pvalues["method"]))
@@ -351,6 +389,31 @@ def branch_table(samples: Mapping[str, Tensor]) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     return table
+
+
+def branch_claims(samples: Mapping[str, Tensor], *, share: float = BRANCH_SHARE) -> pd.DataFrame:
+    """(b)'s claim per method: "puts mass on both branches" of b = 1/a.
+
+    Seen when the Wilson 95% interval of the share of samples on each branch (a, b > 0 and
+    a, b < 0) lies wholly at or above ``share``, not seen when that of either branch lies wholly
+    below, undecided otherwise (too few distinct samples: MAP's one, an ensemble's members).
+    Columns ``method, claim, seen, rule, evidence``.
+    """
+    rows = []
+    for label, values in samples.items():
+        a, b = values[:, 0], values[:, 1]
+        n = len(values)
+        counts = {"a, b > 0": int(((a > 0) & (b > 0)).sum()), "a, b < 0": int(((a < 0) & (b < 0)).sum())}
+        intervals = {name: metrics.proportion_interval(k, n) for name, k in counts.items()}
+        seen = (True if all(low >= share for low, _ in intervals.values())
+                else False if any(high < share for _, high in intervals.values()) else None)
+        evidence = "; ".join(f"{name}: {k} of {n}, [{intervals[name][0]:.3f}, {intervals[name][1]:.3f}]"
+                             for name, k in counts.items())
+        rows.append({"method": label, "claim": f"{label} puts mass on both branches", "seen": seen,
+                     "rule": (f"the Wilson 95% interval of each branch's share of the samples "
+                              f"wholly at or above {share:g}"),
+                     "evidence": evidence})
+    return pd.DataFrame(rows, columns=["method", "claim", "seen", "rule", "evidence"])
 
 
 def plot_product_posteriors(samples: Mapping[str, Tensor], limit: float = 3.0, max_points: int = 1000,
