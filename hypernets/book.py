@@ -404,6 +404,8 @@ PARAMETER_RULES: dict[str, Rule] = {
     # data
     "n_train": _integer(1, MNIST_SIZES["train"], note="MNIST has 60,000 training images"),
     "n_test": _integer(1, MNIST_SIZES["test"], note="MNIST and notMNIST have 10,000 test images"),
+    "cifar_n_train": _integer(1, 50000, note="CIFAR-10 has 50,000 training images"),
+    "cifar_n_test": _integer(1, 10000, note="CIFAR-10 has 10,000 test images"),
     "n_per_class": _integer(1),
     # runs and their options
     "methods": _runs("options"),
@@ -413,6 +415,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "correlation_methods": _runs("correlation_options", distinct_nets="n_weight_samples"),
     "product_methods": _runs("product_options"),
     "options": _run_options(),
+    "cifar_options": _run_options(),
     "correlation_options": _run_options(),
     "product_options": _run_options(),
     "target": _choice(lambda: ["lenet", *_target_names("mnist_")], note="an MNIST classifier of hypernets.targets"),
@@ -424,6 +427,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     # training
     "epochs": _integer(1),
     "held_out_epochs": _integer(1),
+    "cifar_epochs": _integer(1),
     "steps": _integer(1),
     "toy_steps": _integer(1),
     "product_steps": _integer(1),
@@ -440,6 +444,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     # sampled nets
     "n_samples": _integer(1),
     "n_nets": _int_list(1),
+    "ensemble_sizes": _int_list(1, distinct=True),
     "detection_nets": _int_list(1),
     "n_detect": _integer_at_most("n_test"),
     "n_predict_samples": _integer(1),

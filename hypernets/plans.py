@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernets.data import ImageSplits, load_cifar5_splits, load_mnist, load_mnist_splits
+from hypernets.data import (ImageSplits, load_cifar5_splits, load_cifar10, load_mnist,
+                            load_mnist_splits)
 from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
+from hypernets.experiments import hypergan_tables as hypergan_tables_chapter
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
                             run_requests, train_runs)
 from hypernets.store import RunStore
@@ -225,6 +227,34 @@ def train_couplings(plan: ChapterPlan, sizes: Sequence[int], seeds: Sequence[int
             for size in sizes for seed in seeds}
 
 
+def hypergan_tables(params: Mapping[str, Any]) -> ChapterPlan:
+    """HyperGAN's classification tables: per training seed, ``methods`` on MNIST with
+    HyperGAN's small convolutional net (``mnist`` groups) and on all of CIFAR-10 with its CIFAR
+    net (``cifar10`` groups, :data:`SEED_GROUP`), each data set with its own epochs and
+    options. ``seed`` fixes the subsets and the test-time samples. Data: name -> splits."""
+    mnist = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    cifar_train = load_cifar10("train")
+    cifar_test = load_cifar10("test")
+    if params["cifar_n_train"] < len(cifar_train):
+        cifar_train = cifar_train.subset(params["cifar_n_train"], seed=params["seed"])
+    if params["cifar_n_test"] < len(cifar_test):
+        cifar_test = cifar_test.subset(params["cifar_n_test"], seed=params["seed"])
+    data = {"mnist": (mnist.train, mnist.test), "cifar10": (cifar_train, cifar_test)}
+    settings = {"mnist": (params["epochs"], params["options"]),
+                "cifar10": (params["cifar_epochs"], params["cifar_options"])}
+    groups = {}
+    for name, (train, test) in data.items():
+        epochs, options = settings[name]
+        curve = TestError(test.x, test.y, n_samples=params["curve_samples"],
+                          batch_size=params["eval_batch_size"], seed=params["seed"])
+        for seed in params["seeds"]:
+            groups[SEED_GROUP.format(name, seed)] = run_requests(
+                params["methods"], hypergan_tables_chapter.TARGETS[name], train.x, train.y,
+                epochs=epochs, batch_size=params["batch_size"], device=params["device"],
+                seed=seed, options=options, evaluate=curve, precision=params["precision"])
+    return ChapterPlan(data, groups)
+
+
 #: Notebook name -> the function that plans its runs from its resolved parameters.
 PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "mnist_table": mnist_table,
@@ -234,4 +264,5 @@ PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "diversity_ablation": diversity_ablation,
     "weight_correlations": weight_correlations,
     "bhn_couplings": bhn_couplings,
+    "hypergan_tables": hypergan_tables,
 }
