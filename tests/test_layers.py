@@ -18,14 +18,15 @@ RANKS = {
     "hypernets.methods.hypergan_blocks": 4,
     **{f"hypernets.methods.{name}": 5 for name in (
         "map", "mc_dropout", "ensemble", "bayes_by_backprop", "bayes_by_hypernet",
-        "bayesian_hypernetwork", "hypergan", "hypergan_mi", "mnf")},
+        "bayesian_hypernetwork", "hypergan", "hypergan_mi", "mnf", "apd")},
     "hypernets.methods": 6, "hypernets.methods.registry": 6,
     "hypernets.training": 7, "hypernets.published": 7, "hypernets.reference_posterior": 7,
     "hypernets.store": 8,
     "hypernets.runs": 9,
     "hypernets.evaluation": 10, "hypernets.adversarial": 10, "hypernets.plots": 10,
     **{f"hypernets.experiments.{name}": 11 for name in (
-        "mnist", "toy", "correlations", "diversity", "adversarial", "cifar")},
+        "mnist", "toy", "correlations", "diversity", "adversarial", "cifar", "anomaly",
+        "couplings", "hypergan_tables")},
     "hypernets.experiments": 11,
     "hypernets.book": 12, "hypernets.plans": 12,
     "hypernets.runner": 13,

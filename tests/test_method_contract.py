@@ -33,6 +33,7 @@ SMALL = {
     "hypergan_mi": {"noise_dim": 8, "code_dim": 8, "hidden": 16, "stats_hidden": (16,),
                     "train_samples": 4},
     "mnf": {"flow_hidden": 8, "aux_flow_hidden": 8, "train_samples": 2},
+    "apd": {"noise_dim": 4, "hidden": 8, "burn_in": 1, "thin": 1, "pool_size": 4, "gan_batch": 1},
 }
 
 

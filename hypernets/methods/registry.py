@@ -19,6 +19,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "hypergan": ("HyperGAN", "hypernets.methods.hypergan:HyperGAN"),
     "hypergan_mi": ("HyperGAN-MI", "hypernets.methods.hypergan_mi:HyperGANMI"),
     "mnf": ("Multiplicative normalising flows", "hypernets.methods.mnf:MultiplicativeNormalizingFlows"),
+    "apd": ("APD", "hypernets.methods.apd:AdversarialPosteriorDistillation"),
 }
 
 
