@@ -197,6 +197,24 @@ def _choice(choices: Callable[[], Any], note: str = "") -> Rule:
     return Rule("str", lambda label, value, params: check_choice(label, value, choices()), note=note)
 
 
+def _choices(choices: Callable[[], Any], *, allow_empty: bool = False) -> Rule:
+    """A list of distinct entries of ``choices()``; non-empty unless ``allow_empty``."""
+    def check(label: str, value: Any, params: Mapping[str, Any]) -> None:
+        if not isinstance(value, list) or (not value and not allow_empty):
+            raise ValueError(f"{label} must be a {'' if allow_empty else 'non-empty '}list, got {value!r}")
+        for item in value:
+            check_choice(f"every entry of {label}", item, choices())
+        _distinct(label, value)
+
+    return Rule("list", check)
+
+
+def _acquisitions() -> list[str]:
+    from hypernets.experiments.active_learning import ACQUISITIONS
+
+    return list(ACQUISITIONS)
+
+
 def _registry() -> dict[str, Any]:
     from hypernets.methods.registry import METHODS
 
@@ -461,6 +479,15 @@ PARAMETER_RULES: dict[str, Rule] = {
     "couplings": _int_list(0, distinct=True),
     "hidden_units": _int_list(1),
     "seeds": _int_list(0, distinct=True),
+    "repeats": _int_list(0, distinct=True),
+    "acquisitions": _choices(_acquisitions),
+    "cold_acquisitions": _choices(_acquisitions, allow_empty=True),
+    "n_acquisitions": _integer(0),
+    "queries": _integer(1),
+    "pool_subset": _integer(1),
+    "initial_per_class": _integer(1),
+    "n_mc": _integer(1),
+    "n_test_nets": _integer(1),
     "noise_stds": _real_list(0.0, exclusive_minimum=True),
     "toy_noise_stds": _real_list(0.0, exclusive_minimum=True),
     "toy_seeds": _int_list(0, distinct=True),

@@ -254,7 +254,8 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
-def _trained_with(device: torch.device) -> dict[str, Any]:
+def machine_record(device: torch.device) -> dict[str, Any]:
+    """Where a run was trained: torch version, device name, threads, finish time (UTC)."""
     name = device_name(device)
     return {"torch": str(torch.__version__), "device": name, "threads": torch.get_num_threads(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -306,7 +307,7 @@ def train_run(request: RunRequest, *, store: RunStore | None = None, progress: b
         _synchronize(device)
         # A resumed run's time includes its earlier sittings (fit's history carries them).
         train_time_s = history[-1]["time_total_s"] if history else time.perf_counter() - started
-        trained_with = _trained_with(device)
+        trained_with = machine_record(device)
         if store is not None:
             store.save(key, document, method_state=method.state_dict(), history=history,
                        train_time_s=train_time_s, trained_with=trained_with)

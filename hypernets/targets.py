@@ -583,6 +583,17 @@ def lenet() -> TargetNet:
     ], (1, 28, 28), 10)
 
 
+def mnist_al_cnn() -> TargetNet:
+    """Gal et al.'s active-learning CNN (the Bayesian Hypernetworks AL code's): conv4x4 1->32,
+    conv4x4 32->32, max-pool, linear 3872->128, linear 128->10; dropout before each linear."""
+    return TargetNet("mnist_al_cnn", [
+        ("conv1", Conv2d(1, 32, 4)), ("act1", Activation("relu")),
+        ("conv2", Conv2d(32, 32, 4)), ("act2", Activation("relu")), ("pool", MaxPool2d(2)),
+        ("flatten", Flatten()), ("drop1", Dropout()), ("fc1", Linear(11 * 11 * 32, 128)),
+        ("act3", Activation("relu")), ("drop2", Dropout()), ("fc2", Linear(128, 10)),
+    ], (1, 28, 28), 10)
+
+
 def cifar_small_conv() -> TargetNet:
     """HyperGAN's CIFAR net: conv3x3 3->16->32->32, each + max-pool, linear 128->64->10."""
     return TargetNet("cifar_small_conv", [
@@ -627,6 +638,7 @@ ARCHITECTURES: dict[str, Callable[[], TargetNet]] = {
     "mnist_mlp": mnist_mlp,
     "mnist_small_conv": mnist_small_conv,
     "lenet": lenet,
+    "mnist_al_cnn": mnist_al_cnn,
     "cifar_small_conv": cifar_small_conv,
     "cifar_resnet": cifar_resnet,
 }

@@ -26,7 +26,7 @@ RANKS = {
     "hypernets.evaluation": 10, "hypernets.adversarial": 10, "hypernets.plots": 10,
     **{f"hypernets.experiments.{name}": 11 for name in (
         "mnist", "toy", "correlations", "diversity", "adversarial", "cifar", "anomaly",
-        "couplings", "hypergan_tables")},
+        "couplings", "hypergan_tables", "active_learning")},
     "hypernets.experiments": 11,
     "hypernets.book": 12, "hypernets.plans": 12,
     "hypernets.runner": 13,
