@@ -21,7 +21,7 @@ weights and cannot average the predictive over S functional weight samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -29,16 +29,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.data import PixelRange
+from hypernets.data import MNIST_PIXELS, PixelRange
 from hypernets.likelihoods import Categorical
 from hypernets.methods.base import Method
+from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
 from hypernets.targets import Params, TargetNet
 from hypernets.validation import check_positive_int, check_real
 
 __all__ = [
     "ATTACKS",
+    "adversarial_curves",
     "attack_curve",
+    "attack_seeds",
     "bim",
     "fgsm",
     "mean_predictive_nll",
@@ -185,3 +188,52 @@ def attack_curve(method: Method, x: Tensor, y: Tensor, epsilons: Sequence[float]
             "entropy_auc": metrics.entropy_auc(probs),
         })
     return pd.DataFrame(rows)
+
+
+def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tensor,
+                       epsilons: Sequence[float], *, n_samples: int,
+                       pixel_range: PixelRange = MNIST_PIXELS, batch_size: int = 500,
+                       seed: int = 0) -> pd.DataFrame:
+    """FGSM curves of every trained method on the images ``x`` (normalised) with labels ``y``.
+
+    Each method is attacked and scored with S sampled nets, S =
+    ``method.n_distinct_nets(n_samples)`` (1 for MAP, the members of an ensemble). Returns one row per (method,
+    epsilon): ``method, label, n_nets, epsilon, accuracy, entropy, entropy_auc,
+    retained_accuracy``. ``retained_accuracy`` is the accuracy above chance relative to the
+    clean one, (accuracy - 1/K) / (clean accuracy - 1/K): 1 without effect, 0 at chance; NaN
+    for a net whose clean accuracy is not above chance (it has nothing to keep). A net near
+    chance can still score high on it, so the robustness claims require comparable clean
+    accuracy first (:func:`robustness_claims`).
+    """
+    if not trained:
+        raise ValueError("trained must hold at least one trained method")
+    if not any(float(eps) == 0.0 for eps in epsilons):
+        raise ValueError(f"epsilons must include 0, the clean evaluation that "
+                         f"retained_accuracy is relative to; got {list(epsilons)}")
+    tables = []
+    for name, run in trained.items():
+        n_nets = run.method.n_distinct_nets(n_samples)
+        curve = attack_curve(run.method, x, y, epsilons, n_samples=n_nets,
+                             pixel_range=pixel_range, seed=seed, batch_size=batch_size)
+        chance = 1.0 / run.method.target.n_outputs
+        clean = float(curve.loc[curve["epsilon"] == 0.0, "accuracy"].iloc[0])
+        # Undefined (NaN) for a net with no clean accuracy above chance to keep.
+        curve["retained_accuracy"] = ((curve["accuracy"] - chance) / (clean - chance)
+                                      if clean > chance else float("nan"))
+        curve.insert(0, "n_nets", n_nets)
+        curve.insert(0, "label", run.label)
+        curve.insert(0, "method", name)
+        tables.append(curve)
+    return pd.concat(tables, ignore_index=True)
+
+
+def attack_seeds(trained: Mapping[int, Mapping[str, TrainedMethod]], x: Tensor, y: Tensor,
+                 epsilons: Sequence[float], **kwargs) -> pd.DataFrame:
+    """:func:`adversarial_curves` of the runs of every training seed, with a ``seed`` column.
+
+    ``trained`` maps a training seed to its runs; ``kwargs`` go to :func:`adversarial_curves`.
+    """
+    if not trained:
+        raise ValueError("trained must hold the runs of at least one seed")
+    return pd.concat([adversarial_curves(runs, x, y, epsilons, **kwargs).assign(seed=s)
+                      for s, runs in trained.items()], ignore_index=True)

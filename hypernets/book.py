@@ -465,6 +465,8 @@ PARAMETER_RULES: dict[str, Rule] = {
     "ensemble_sizes": _int_list(1, distinct=True),
     "detection_nets": _int_list(1),
     "n_detect": _integer_at_most("n_test"),
+    "n_attack": _integer_at_most("n_test"),
+    "attack_nets": _integer(1),
     "n_predict_samples": _integer(1),
     "n_diversity_samples": _integer(2, note="a diversity needs two weight samples"),
     "toy_n_samples": _integer(2, note="a diversity needs two weight samples"),

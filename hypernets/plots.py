@@ -192,3 +192,17 @@ def plot_reliability(bins: pd.DataFrame, n_cols: int = 4) -> plt.Figure:
     fig.legend(handles, names, loc="lower center", ncol=3, fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
     return fig
+
+
+#: The panels of :func:`plot_attack_curves`. The entropy AUC of Bayes by Hypernet's third panel
+#: is left out: it moves opposite to the mean entropy and adds nothing to read.
+ATTACK_CURVE_COLUMNS = {"accuracy": "accuracy",
+                  "retained_accuracy": "accuracy above chance, relative to clean",
+                  "entropy": "mean predictive entropy (nats)"}
+
+
+def plot_attack_curves(curves: pd.DataFrame) -> plt.Figure:
+    """Accuracy, accuracy retained above chance and mean entropy against epsilon
+    (:func:`hypernets.adversarial.adversarial_curves`; mean and standard deviation over seeds
+    where ``curves`` has several)."""
+    return metric_panels(curves, "epsilon", ATTACK_CURVE_COLUMNS, "label", "FGSM budget ε (pixels)")

@@ -21,10 +21,11 @@ import torch
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.adversarial import ATTACKS, attack_curve, fgsm_direction, fgsm_step
+from hypernets.adversarial import (ATTACKS, adversarial_curves, attack_seeds, fgsm_direction,
+                                  fgsm_step)
 from hypernets.data import MNIST_PIXELS, PixelRange
 from hypernets.evaluation import equivalence_verdict, ordering_verdict, paired_auroc_verdict
-from hypernets.plots import metric_panels
+from hypernets.plots import plot_attack_curves as plot_adversarial_curves
 from hypernets.published import compare_with_published
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
@@ -49,62 +50,6 @@ __all__ = [
 
 #: The paper's budgets: 9 values evenly spaced on [0, 0.4] (pixel units).
 PAPER_EPSILONS: tuple[float, ...] = tuple(float(eps) for eps in np.linspace(0.0, 0.4, 9))
-
-# The entropy AUC of the paper's third panel is left out of the figure: it moves opposite to
-# the mean entropy and adds nothing to read (it stays in the curves' table).
-_CURVE_COLUMNS = {"accuracy": "accuracy",
-                  "retained_accuracy": "accuracy above chance, relative to clean",
-                  "entropy": "mean predictive entropy (nats)"}
-
-
-def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tensor,
-                       epsilons: Sequence[float] = PAPER_EPSILONS, *, n_samples: int,
-                       pixel_range: PixelRange = MNIST_PIXELS, batch_size: int = 500,
-                       seed: int = 0) -> pd.DataFrame:
-    """FGSM curves of every trained method on the images ``x`` (normalised) with labels ``y``.
-
-    Each method is attacked and scored with S sampled nets, S =
-    ``method.n_distinct_nets(n_samples)`` (1 for MAP, the members of an ensemble). Returns one row per (method,
-    epsilon): ``method, label, n_nets, epsilon, accuracy, entropy, entropy_auc,
-    retained_accuracy``. ``retained_accuracy`` is the accuracy above chance relative to the
-    clean one, (accuracy - 1/K) / (clean accuracy - 1/K): 1 without effect, 0 at chance; NaN
-    for a net whose clean accuracy is not above chance (it has nothing to keep). A net near
-    chance can still score high on it, so the robustness claims require comparable clean
-    accuracy first (:func:`robustness_claims`).
-    """
-    if not trained:
-        raise ValueError("trained must hold at least one trained method")
-    if not any(float(eps) == 0.0 for eps in epsilons):
-        raise ValueError(f"epsilons must include 0, the clean evaluation that "
-                         f"retained_accuracy is relative to; got {list(epsilons)}")
-    tables = []
-    for name, run in trained.items():
-        n_nets = run.method.n_distinct_nets(n_samples)
-        curve = attack_curve(run.method, x, y, epsilons, n_samples=n_nets,
-                             pixel_range=pixel_range, seed=seed, batch_size=batch_size)
-        chance = 1.0 / run.method.target.n_outputs
-        clean = float(curve.loc[curve["epsilon"] == 0.0, "accuracy"].iloc[0])
-        # Undefined (NaN) for a net with no clean accuracy above chance to keep.
-        curve["retained_accuracy"] = ((curve["accuracy"] - chance) / (clean - chance)
-                                      if clean > chance else float("nan"))
-        curve.insert(0, "n_nets", n_nets)
-        curve.insert(0, "label", run.label)
-        curve.insert(0, "method", name)
-        tables.append(curve)
-    return pd.concat(tables, ignore_index=True)
-
-
-def attack_seeds(trained: Mapping[int, Mapping[str, TrainedMethod]], x: Tensor, y: Tensor,
-                 epsilons: Sequence[float] = PAPER_EPSILONS, **kwargs) -> pd.DataFrame:
-    """:func:`adversarial_curves` of the runs of every training seed, with a ``seed`` column.
-
-    ``trained`` maps a training seed to its runs; ``kwargs`` go to :func:`adversarial_curves`.
-    """
-    if not trained:
-        raise ValueError("trained must hold the runs of at least one seed")
-    return pd.concat([adversarial_curves(runs, x, y, epsilons, **kwargs).assign(seed=s)
-                      for s, runs in trained.items()], ignore_index=True)
-
 
 def robustness_over_seeds(curves: pd.DataFrame,
                           epsilons_shown: Sequence[float] | None = None) -> pd.DataFrame:
@@ -206,12 +151,6 @@ def clean_error_comparison(curves: pd.DataFrame) -> pd.DataFrame:
                          "error_pct": 100.0 * (1.0 - accuracy.to_numpy())})
     comparison = compare_with_published(ours, "mnist")
     return comparison[comparison["metric"] == "error_pct"].reset_index(drop=True)
-
-
-def plot_adversarial_curves(curves: pd.DataFrame) -> plt.Figure:
-    """Accuracy, accuracy retained above chance and mean entropy against epsilon (mean and
-    standard deviation over seeds where ``curves`` has several)."""
-    return metric_panels(curves, "epsilon", _CURVE_COLUMNS, "label", "FGSM budget ε (pixels)")
 
 
 def adversarial_examples(run: TrainedMethod, x: Tensor, y: Tensor,
