@@ -89,6 +89,21 @@ def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
     return ChapterPlan(data, groups)
 
 
+def bbh_noise(params: Mapping[str, Any]) -> ChapterPlan:
+    """Bayes by Hypernet's noise ablation on the MNIST table's LeNet runs: per training seed
+    (``noise``, :data:`SEED_GROUP`) the published ``bbh`` and the runs of
+    :func:`~hypernets.experiments.mnist.noise_variant_options`. With the MNIST table's settings
+    the ``bbh`` run is the table's own (the store trains it once)."""
+    data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    variants = mnist.noise_variant_options(params["options"])
+    options = {**{k: dict(v) for k, v in (params["options"] or {}).items()}, **variants}
+    return ChapterPlan(data, {
+        SEED_GROUP.format("noise", seed): _lenet_runs(
+            {**params, "training_seed": seed, "options": options}, data, ["bbh", *variants],
+            "lenet")
+        for seed in params["seeds"]})
+
+
 def train_seeds(plan: ChapterPlan, group: str, seeds: Sequence[int], *,
                 store: RunStore | None | str = "default") -> dict[int, dict[str, TrainedMethod]]:
     """Train (or load) ``group``'s runs of every training seed: seed -> runs."""
@@ -265,4 +280,5 @@ PLANS: dict[str, Callable[[Mapping[str, Any]], ChapterPlan]] = {
     "weight_correlations": weight_correlations,
     "bhn_couplings": bhn_couplings,
     "hypergan_tables": hypergan_tables,
+    "bbh_noise": bbh_noise,
 }

@@ -59,6 +59,9 @@ EXTRA_LABELS: dict[str, str] = {
     "bbh_single": "Bayes by Hypernet, single hypernetwork",
     "bbh_layerwise": "Bayes by Hypernet, layer-wise hypernetworks",
     "bbh_sliced": "Bayes by Hypernet, sliced layer-wise hypernetworks",
+    **{f"bbh_{'ind' if independent else ''}noise{dim}":
+       f"Bayes by Hypernet, noise {dim}, {'independent' if independent else 'shared'}"
+       for dim in (1, 8, 64) for independent in (False, True) if (dim, independent) != (8, False)},
 }
 
 _COLUMNS = ["table", "method", "metric", "value", "source", "claim"]

@@ -254,10 +254,13 @@ def _is_plain_setting(value: Any) -> bool:
 
 
 def plain_settings(obj: Any) -> dict[str, Any]:
-    """The public plain-valued attributes of ``obj`` (a method's or a likelihood's settings)."""
+    """The public plain-valued attributes of ``obj`` (a method's or a likelihood's settings),
+    without those at a default its class declares key-neutral (``key_neutral_defaults``)."""
+    neutral = getattr(type(obj), "key_neutral_defaults", {})
     return {name: list(value) if isinstance(value, tuple) else value
             for name, value in sorted(vars(obj).items())
-            if not name.startswith("_") and name != "training" and _is_plain_setting(value)}
+            if not name.startswith("_") and name != "training" and _is_plain_setting(value)
+            and not (name in neutral and value == neutral[name])}
 
 
 def tensor_digest(t: Tensor) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from hypernets.methods.bayes_by_hypernet import (
     nearest_neighbour_kl,
     per_weight_nearest_neighbour_kl,
 )
-from hypernets.targets import ARCHITECTURES, get_target
+from hypernets.targets import ARCHITECTURES, get_target, mlp
 
 
 # The settings the behavioural checks below were calibrated with (Adam at lr 3e-3 to 1e-2,
@@ -268,12 +268,42 @@ def test_samples_fit_every_architecture(name):
 def test_noise_reaches_every_layer_through_the_shared_vector():
     torch.manual_seed(0)
     method = BayesByHypernet(get_target("toy_bbh"), Gaussian(3.0), noise_dim=64)
-    z = torch.randn(2, 64)
-    same = method._raw_params(z[:1].expand(2, 64))
+    z = torch.randn(1, 2, 64)
+    same = method._raw_params(z[:, :1].expand(1, 2, 64))
     different = method._raw_params(z)
     for name in method.target.param_shapes:
         assert torch.equal(same[name][0], same[name][1])
         assert not torch.equal(different[name][0], different[name][1])
+
+
+def test_independent_noise_draws_one_noise_per_hypernetwork_and_shared_keeps_the_old_draws():
+    target = mlp([4, 4, 4], "relu", name="square")  # fc1.weight and fc2.weight are both 4 x 4
+    shared, independent = (BayesByHypernet(target, Gaussian(1.0), hidden=(8,), independent_noise=flag,
+                                           generator=torch.Generator().manual_seed(0))
+                           for flag in (False, True))
+    for method in (shared, independent):  # the same hypernetwork for both weight tensors
+        method.hypernets[2].load_state_dict(method.hypernets[0].state_dict())
+    names = list(target.param_shapes)
+    torch.manual_seed(5)
+    raw_shared = shared._raw_params(torch.randn(1, 3, 8))
+    torch.manual_seed(5)
+    raw_independent = independent._raw_params(torch.randn(len(independent.hypernets), 3, 8))
+    assert torch.equal(raw_shared[names[0]], raw_shared[names[2]])
+    assert not torch.equal(raw_independent[names[0]], raw_independent[names[2]])
+    # Shared noise draws exactly what the method drew before the option: z [S, noise_dim].
+    torch.manual_seed(7)
+    params = shared.sample_params(3)
+    torch.manual_seed(7)
+    z = torch.randn(3, 8)
+    expected = {name: base + scale * raw for (name, base), scale, raw in zip(
+        shared.base.as_dict().items(), shared.scales, shared._raw_params(z[None]).values())}
+    for name in names:
+        torch.testing.assert_close(params[name], expected[name], rtol=0, atol=0)
+    # So the store keys of shared-noise runs do not change.
+    from hypernets.training import plain_settings
+
+    assert "independent_noise" not in plain_settings(shared)
+    assert plain_settings(independent)["independent_noise"] is True
 
 
 def test_two_runs_with_one_seed_are_identical():

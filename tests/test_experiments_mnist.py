@@ -330,3 +330,25 @@ def test_bbh_objective_and_the_spread_of_its_kl_estimate(data, trained):
     assert len(fig.axes) == 3
     with pytest.raises(ValueError, match="no Bayes by Hypernet run"):
         mnist.bbh_objective(trained, n_train=100)
+
+
+def test_noise_ablation_rows_share_bbh_options_and_judge_against_the_published_noise():
+    options = mnist.noise_variant_options({"bbh": {"anneal_start": 0.5}, "map": {"lr": 0.1}})
+    assert sorted(options) == sorted(set(mnist.NOISE_ROWS) - {"bbh"})
+    assert options["bbh_indnoise64"] == {"anneal_start": 0.5, "method": "bbh", "noise_dim": 64,
+                                         "independent_noise": True}
+    with pytest.raises(ValueError, match="may not set"):
+        mnist.noise_variant_options({"bbh": {"noise_dim": 1}})
+    rows = [{"method": m, "label": m, "seed": s, "error_pct": e, **{k: 0.0 for k in mnist.TABLE_METRICS if k != "error_pct"}}
+            for m, errors in (("bbh", [1.0, 1.1, 1.2]), ("bbh_noise1", [1.1, 1.2, 1.3]),
+                              ("bbh_indnoise64", [3.0, 3.1, 3.2])) for s, e in enumerate(errors)]
+    summary = evaluation.seed_summary(pd.DataFrame(rows), mnist.TABLE_METRICS)
+    claims = mnist.noise_claims(summary)
+    assert list(claims["seen"]) == [True, False]
+    table = mnist.with_noise_columns(summary)
+    assert list(table["noise_dim"]) == [8, 1, 64] and list(table["noise"]) == ["shared", "shared", "independent"]
+    with pytest.raises(ValueError, match="not runs of the noise ablation"):
+        mnist.with_noise_columns(summary.replace({"method": {"bbh": "map"}}))
+    fig = mnist.plot_noise_ablation(summary)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["noise dimension"] * 2
+    plt.close(fig)

@@ -178,3 +178,23 @@ def test_the_diversity_chapter_loads_what_its_plan_trained(tmp_path, monkeypatch
         lr=resolved["toy_lr"], device=resolved["device"])
     assert sorted(toys) == sorted(resolved["toy_noise_stds"])
     assert {path.name for path in tmp_path.iterdir()} == stored  # nothing new was trained
+
+
+@pytest.mark.parametrize("setting", ["device", "seed", "n_train", "n_test", "epochs", "batch_size",
+                                     "precision", "curve_samples", "eval_batch_size"])
+def test_the_noise_ablation_shares_the_mnist_tables_bbh_run(setting):
+    """Its published row is the MNIST table's Bayes by Hypernet, trained once."""
+    table, noise = (load_profiles(nb)["full"] for nb in ("mnist_table", "bbh_noise"))
+    assert table[setting] == noise[setting]
+    assert table["options"]["bbh"] == noise["options"]["bbh"]
+    assert set(noise["seeds"]) <= set(table["seeds"])
+
+
+def test_the_noise_ablation_plan_keys_its_bbh_as_the_mnist_table_does():
+    small = {k: v for k, v in SMALL.items() if k in load_profiles("bbh_noise")["smoke"]}
+    table = keys(plans.mnist_table(params("mnist_table", "smoke", **SMALL)))
+    noise = keys(plans.bbh_noise(params("bbh_noise", "smoke", **small)))
+    assert sorted(noise) == sorted(["bbh", "bbh_noise1", "bbh_noise64", "bbh_indnoise1",
+                                    "bbh_indnoise8", "bbh_indnoise64"])
+    assert noise["bbh"] == table["bbh"]
+    assert len(set(noise.values())) == 6

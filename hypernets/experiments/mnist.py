@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 
 from hypernets.evaluation import (
+    SD_SUFFIX,
     accuracy_and_outlier_claims,
+    equivalence_verdict,
     classification_row,
     ordering_verdict,
     predict_probs,
@@ -163,6 +165,72 @@ def architecture_over_seeds(per_seed: pd.DataFrame, variant_per_seed: pd.DataFra
     return pd.concat([architecture_results(per_seed[per_seed["seed"] == s],
                                            variant_per_seed[variant_per_seed["seed"] == s],
                                            bbh_architecture) for s in seeds], ignore_index=True)
+
+
+#: Bayes by Hypernet's noise ablation, the README's six MNIST runs: run name -> (noise_dim,
+#: independent noise per generated tensor). ``bbh`` is the published run itself.
+NOISE_ROWS: dict[str, tuple[int, bool]] = {
+    "bbh": (8, False), "bbh_noise1": (1, False), "bbh_noise64": (64, False),
+    "bbh_indnoise1": (1, True), "bbh_indnoise8": (8, True), "bbh_indnoise64": (64, True)}
+
+
+def noise_variant_options(method_options: Mapping[str, Mapping[str, Any]] | None
+                          ) -> dict[str, dict[str, Any]]:
+    """Options of the noise ablation's runs besides ``bbh``: ``bbh``'s options (every other
+    setting shared) with the row's ``noise_dim`` and ``independent_noise``."""
+    bbh = dict((method_options or {}).get("bbh", {}))
+    clashes = sorted({"noise_dim", "independent_noise"} & set(bbh))
+    if clashes:
+        raise ValueError(f"options['bbh'] may not set {clashes}: the noise ablation's rows do")
+    return {name: {**bbh, "method": "bbh", "noise_dim": dim, "independent_noise": independent}
+            for name, (dim, independent) in NOISE_ROWS.items() if name != "bbh"}
+
+
+def with_noise_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (rows of :data:`NOISE_ROWS` runs) with ``noise_dim`` and ``noise`` (shared or
+    independent) columns after ``label``."""
+    unknown = sorted(set(table["method"]) - set(NOISE_ROWS))
+    if unknown:
+        raise ValueError(f"rows {unknown} are not runs of the noise ablation {list(NOISE_ROWS)}")
+    table = table.copy()
+    at = list(table.columns).index("label") + 1
+    table.insert(at, "noise", table["method"].map(
+        lambda m: "independent" if NOISE_ROWS[m][1] else "shared"))
+    table.insert(at, "noise_dim", table["method"].map(lambda m: NOISE_ROWS[m][0]))
+    return table
+
+
+def noise_claims(summary: pd.DataFrame, *, error_tolerance: float = ERROR_TOLERANCE_PP
+                 ) -> pd.DataFrame:
+    """Every noise setting of a :func:`~hypernets.evaluation.seed_summary` as accurate as the
+    published one (8 dimensions, shared), within ``error_tolerance`` percentage points
+    (:func:`~hypernets.evaluation.equivalence_verdict`)."""
+    return pd.DataFrame([
+        equivalence_verdict(summary, f"noise {dim}, {'independent' if independent else 'shared'}: "
+                            "as accurate as the published noise (8, shared)", "error_pct", name,
+                            "bbh", tolerance=error_tolerance)
+        for name, (dim, independent) in NOISE_ROWS.items()
+        if name != "bbh" and name in set(summary["method"])])
+
+
+def plot_noise_ablation(summary: pd.DataFrame) -> plt.Figure:
+    """Test error and the entropy AUC on notMNIST against the noise dimension (log axis), shared
+    and independent noise, mean ± sd over seeds."""
+    table = with_noise_columns(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), squeeze=False)
+    for ax, metric, name in zip(axes[0], ("error_pct", "entropy_auc_out"),
+                                ("test error (%)", "entropy AUC on notMNIST")):
+        for noise, style in (("shared", "-o"), ("independent", "--s")):
+            part = table[table["noise"] == noise].sort_values("noise_dim")
+            ax.errorbar(part["noise_dim"], part[metric], yerr=part[metric + SD_SUFFIX].fillna(0),
+                        fmt=style, capsize=3, label=f"{noise} noise")
+        ax.set_xscale("log")
+        ax.set_xticks([1, 8, 64], ["1", "8", "64"])
+        ax.set_xlabel("noise dimension")
+        ax.set_ylabel(name)
+    axes[0][0].legend(frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def bbh_objective(trained: Mapping[str, TrainedMethod], n_train: int) -> pd.DataFrame:

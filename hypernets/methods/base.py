@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from abc import ABC, abstractmethod
 
@@ -87,6 +89,10 @@ class Method(nn.Module, ABC):
     #: How many different nets :meth:`sample_params` can give (None: unbounded). A point
     #: estimate gives one, an ensemble its members.
     max_distinct_nets: int | None = None
+    #: Settings added after runs were stored whose default reproduces those runs exactly:
+    #: left out of the store key and the checkpoint fingerprint at that default
+    #: (:func:`hypernets.training.plain_settings`), so the stored runs stay valid.
+    key_neutral_defaults: dict[str, Any] = {}
 
     def __init__(self, target: TargetNet, likelihood: Likelihood, *,
                  train_samples: int | None = None):
