@@ -52,7 +52,9 @@ OPTIONS = {"ensemble": {"n_members": 10}}
 QUICK_OPTIONS = {"ensemble": {"n_members": 2}, "bbh": {"train_samples": 2, "hidden": (8, 16)},
                  "hypergan": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16},
                  "hypergan_mi": {"train_samples": 2, "hidden": 16, "noise_dim": 16, "code_dim": 16,
-                                 "stats_hidden": (16,)}}
+                                 "stats_hidden": (16,)},
+                 "apd": {"hidden": 8, "noise_dim": 4, "burn_in": 1, "thin": 1, "pool_size": 4,
+                         "gan_batch": 2}}
 
 
 def cpu_name() -> str:

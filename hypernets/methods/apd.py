@@ -84,9 +84,10 @@ class AdversarialPosteriorDistillation(Method):
         return self.target.unflatten(self.chain[None])
 
     def _sgld_step(self, x: Tensor, y: Tensor, n_train: int) -> Tensor:
-        nll = self.expected_nll(self.chain_params(), x, y)
-        loss = nll + self.chain.pow(2).sum() / (2 * self.prior_std**2 * n_train)
-        (gradient,) = torch.autograd.grad(loss, self.chain)
+        with torch.enable_grad():  # the chain steps even where the caller counts FLOPs without grad
+            nll = self.expected_nll(self.chain_params(), x, y)
+            loss = nll + self.chain.pow(2).sum() / (2 * self.prior_std**2 * n_train)
+            (gradient,) = torch.autograd.grad(loss, self.chain)
         with torch.no_grad():
             noise = torch.randn_like(self.chain) * math.sqrt(2 * self.sgld_lr / n_train)
             self.chain.add_(-self.sgld_lr * gradient + noise)
@@ -101,8 +102,11 @@ class AdversarialPosteriorDistillation(Method):
 
     def _gradient_penalty(self, real: Tensor, fake: Tensor) -> Tensor:
         mix = torch.rand(len(real), 1, device=real.device)
-        between = (mix * real + (1 - mix) * fake.detach()).requires_grad_(True)
-        (gradient,) = torch.autograd.grad(self.critic(between).sum(), between, create_graph=True)
+        training = torch.is_grad_enabled()  # the penalty's gradient trains the critic
+        with torch.enable_grad():
+            between = (mix * real + (1 - mix) * fake.detach()).requires_grad_(True)
+            (gradient,) = torch.autograd.grad(self.critic(between).sum(), between,
+                                              create_graph=training)
         return (gradient.norm(dim=1) - 1).pow(2).mean()
 
     def training_loss(self, x, y, *, n_train, epoch):
