@@ -206,3 +206,15 @@ def plot_attack_curves(curves: pd.DataFrame) -> plt.Figure:
     (:func:`hypernets.adversarial.adversarial_curves`; mean and standard deviation over seeds
     where ``curves`` has several)."""
     return metric_panels(curves, "epsilon", ATTACK_CURVE_COLUMNS, "label", "FGSM budget ε (pixels)")
+
+
+def figure_legend(fig: plt.Figure) -> None:
+    """One legend right of ``fig`` with every label of its panels once, in first-seen order
+    (panels may each hold only some of the lines)."""
+    handles, names = [], []
+    for ax in fig.axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)

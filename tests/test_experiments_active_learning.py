@@ -102,6 +102,12 @@ def test_claims_compare_windows_over_repeats():
     window = al.area_under_curve(curves, part=(0.0, 1 / 3))
     first = window[(window["acquisition"] == "bald") & (window["start"] == "warm") & (window["repeat"] == 0)]
     assert float(first["mean_accuracy"].iloc[0]) == pytest.approx(60)  # step 1: step 0 is shared
+    table = al.summary_table(curves)
+    row = table.loc[("BHN", "bald", "warm")]
+    assert row["final_accuracy"] == pytest.approx((97 + 96 + 98) / 3)
+    assert row["mean_accuracy"] == pytest.approx(sum([60, 70, 95, 96, 97, 61, 71, 94, 95, 96,
+                                                      59, 69, 95, 97, 98]) / 15)
+    assert row["final_accuracy_sd"] == pytest.approx(1.0)
     fig = al.plot_curves(curves)
     assert [ax.get_title() for ax in fig.axes] == ["BHN"]
     plt.close(fig)

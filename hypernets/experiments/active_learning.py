@@ -31,6 +31,7 @@ from hypernets.data import ImageData
 from hypernets.evaluation import ordering_verdict, seed_summary
 from hypernets.likelihoods import Categorical
 from hypernets.methods.registry import make_method, method_label
+from hypernets.plots import figure_legend
 from hypernets.seeding import seeded
 from hypernets.store import RunStore, request_hash
 from hypernets.targets import TargetNet, get_target
@@ -246,6 +247,20 @@ def area_under_curve(curves: pd.DataFrame, *, part: tuple[float, float] = (0.0, 
     return pd.DataFrame(rows)
 
 
+def summary_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per trajectory kind (label, acquisition, start): the mean accuracy over the run
+    (:func:`area_under_curve`) and the accuracy after the last acquisition, mean and sd over
+    the repeats."""
+    keys = ["label", "acquisition", "start"]
+    last = curves[curves["acquisition_step"] == curves["acquisition_step"].max()]
+    per_repeat = area_under_curve(curves).merge(
+        last[[*keys, "repeat", "accuracy_pct"]].rename(columns={"accuracy_pct": "final_accuracy"}),
+        on=[*keys, "repeat"])
+    grouped = per_repeat.groupby(keys, sort=False)[["mean_accuracy", "final_accuracy"]]
+    table = pd.concat([grouped.mean(), grouped.std(ddof=1).add_suffix("_sd")], axis=1)
+    return table[["mean_accuracy", "mean_accuracy_sd", "final_accuracy", "final_accuracy_sd"]]
+
+
 def _summary(table: pd.DataFrame, keep: Mapping[str, str]) -> pd.DataFrame:
     """:func:`seed_summary` over repeats of the trajectories ``keep`` selects, one row each."""
     part = table
@@ -301,17 +316,11 @@ def plot_curves(curves: pd.DataFrame) -> plt.Figure:
         ax.set_title(label)
         ax.set_xlabel("labelled images")
     axes[0][0].set_ylabel("test accuracy (%)")
-    handles, names = [], []
-    for ax in axes[0]:
-        for handle, name in zip(*ax.get_legend_handles_labels()):
-            if name not in names:
-                handles.append(handle)
-                names.append(name)
-    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    figure_legend(fig)
     fig.tight_layout()
     return fig
 
 
 __all__ = ["ACQUISITIONS", "TRAJECTORY_VERSION", "Trajectory", "acquisition_scores",
-           "area_under_curve", "claims", "initial_labels",
+           "area_under_curve", "claims", "initial_labels", "summary_table",
            "plan_trajectories", "plot_curves", "run_trajectory", "trajectories"]

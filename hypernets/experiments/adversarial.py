@@ -25,7 +25,7 @@ from hypernets.adversarial import (ATTACKS, adversarial_curves, attack_seeds, fg
                                   fgsm_step)
 from hypernets.data import MNIST_PIXELS, PixelRange
 from hypernets.evaluation import equivalence_verdict, ordering_verdict, paired_auroc_verdict
-from hypernets.plots import plot_attack_curves as plot_adversarial_curves
+from hypernets.plots import figure_legend, plot_attack_curves as plot_adversarial_curves
 from hypernets.published import compare_with_published
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
@@ -341,12 +341,6 @@ def plot_detection_curves(table: pd.DataFrame) -> plt.Figure:
         ax.set_title(f"{attack.upper()}, {k} nets")
         ax.set_xlabel("budget ε (pixels)")
     axes[0][0].set_ylabel("AUROC, entropy (adversarial positive)")
-    handles, names = [], []
-    for ax in axes[0]:
-        for handle, name in zip(*ax.get_legend_handles_labels()):
-            if name not in names:
-                handles.append(handle)
-                names.append(name)
-    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    figure_legend(fig)
     fig.tight_layout()
     return fig

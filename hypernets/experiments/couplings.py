@@ -24,6 +24,7 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.evaluation import (SD_SUFFIX, noninferiority_verdict, ordering_verdict,
                                   predict_probs, seed_summary)
+from hypernets.plots import figure_legend
 from hypernets.published import method_label
 from hypernets.runs import TrainedMethod
 from hypernets.validation import check_int_list
@@ -146,7 +147,6 @@ def plot_error_vs_couplings(summary: pd.DataFrame, metric: str = "error_pct") ->
         ax.set_xlabel("coupling layers")
         ax.set_ylabel({"error_pct": "test error (%)", "nll": "test NLL"}[metric])
         ax.set_title(f"{size:,} training images")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    figure_legend(fig)
     fig.tight_layout()
     return fig

@@ -41,7 +41,7 @@ from hypernets.evaluation import (  # claims_markdown: the notebook reads the ve
     claims_markdown, equivalence_verdict, ordering_verdict, seed_summary)
 from hypernets.likelihoods import Gaussian
 from hypernets.methods.base import Method
-from hypernets.plots import metric_panels, plot_toy_data
+from hypernets.plots import figure_legend, metric_panels, plot_toy_data
 from hypernets.seeding import seeded
 from hypernets.targets import TargetNet, get_target
 from hypernets.runs import RunRequest, train_runs
@@ -658,8 +658,7 @@ def plot_mi_toy_losses(losses: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("sampled nets")
         ax.set_ylabel("test MSE (x in the training range)")
         ax.set_title(f"σ = {std:g}")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    figure_legend(fig)
     fig.tight_layout()
     return fig
 

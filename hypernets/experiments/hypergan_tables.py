@@ -20,6 +20,7 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.evaluation import SD_SUFFIX, noninferiority_verdict, predict_probs, seed_summary
+from hypernets.plots import figure_legend
 from hypernets.runs import TrainedMethod
 from hypernets.validation import check_int_list
 
@@ -138,7 +139,6 @@ def plot_accuracy_by_nets(summaries: Mapping[str, pd.DataFrame],
         ax.set_xlabel("sampled nets (1: a single net)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(name)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    figure_legend(fig)
     fig.tight_layout()
     return fig
