@@ -53,7 +53,11 @@ def test_plan_groups_sizes_and_seeds_and_applies_lr(tmp_path):
                                       "error_pct", "nll"]
     assert len(per_seed) == 2 * 3 and per_seed["error_pct"].between(0, 100).all()
     assert set(per_seed["label"]) == {"MAP", "Bayesian Hypernetwork, 0 couplings",
-                                      "Bayesian Hypernetwork, 1 couplings"}
+                                      "Bayesian Hypernetwork, 1 coupling"}
+    curves = study.curves(trained[(60, 1)])
+    assert list(dict.fromkeys(curves["label"])) == [
+        "MAP", "Bayesian Hypernetwork, 0 couplings", "Bayesian Hypernetwork, 1 coupling"]
+    assert (curves.groupby("method").size() == 1).all()  # one epoch each
     summary = study.summarise(per_seed)
     assert list(summary["method"]) == ["map", "bhn_c0", "bhn_c1"]
     assert (summary["n_seeds"] == 2).all()
@@ -112,6 +116,14 @@ def test_figure_and_profiles():
     fig = study.plot_error_vs_couplings(summary)
     assert [ax.get_title() for ax in fig.axes] == ["100 training images", "300 training images"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["map", "Bayesian Hypernetwork"]
+    summary = summary_of({(100, "map"): [5.0, 5.4], (100, "bbb"): [5.0, 5.4],
+                          (100, "bhn_c0"): [6.0, 6.4]})
+    fig = study.plot_error_vs_couplings(summary)
+    # Baselines at the same error stay apart by their dash patterns.
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["map"].is_dashed() and lines["bbb"].is_dashed()
+    assert lines["map"]._unscaled_dash_pattern != lines["bbb"]._unscaled_dash_pattern
+    plt.close(fig)
     plt.close(fig)
     with pytest.raises(ValueError, match="metric must be one of"):
         study.plot_error_vs_couplings(summary, "accuracy")

@@ -12,6 +12,7 @@ seed is one group of runs (:data:`GROUP`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.evaluation import (SD_SUFFIX, noninferiority_verdict, ordering_verdict,
-                                  predict_probs, seed_summary)
+                                  predict_probs, seed_summary, training_curves)
 from hypernets.plots import figure_legend
 from hypernets.published import method_label
 from hypernets.runs import TrainedMethod
@@ -53,6 +54,21 @@ def coupling_options(couplings: Sequence[int],
     return {RUN_NAME.format(k): {**bhn, "method": "bhn", "n_couplings": k} for k in couplings}
 
 
+def run_label(run: TrainedMethod) -> str:
+    """The run's label: the method's, with the number of couplings for a Bayesian hypernetwork."""
+    k = n_couplings(run)
+    if math.isnan(k):
+        return run.label
+    return f"{BHN_LABEL}, {int(k)} coupling{'' if k == 1 else 's'}"
+
+
+def curves(runs: Mapping[str, TrainedMethod]) -> pd.DataFrame:
+    """:func:`~hypernets.evaluation.training_curves` of one group's runs, labelled by :func:`run_label`."""
+    table = training_curves(runs)
+    table["label"] = table["method"].map({name: run_label(run) for name, run in runs.items()})
+    return table
+
+
 def n_couplings(run: TrainedMethod) -> float:
     """The run's number of coupling layers; NaN for a run that is not a Bayesian hypernetwork."""
     return float(len(run.method.flow.couplings)) if hasattr(run.method, "flow") else float("nan")
@@ -73,10 +89,8 @@ def evaluate_groups(trained: Mapping[tuple[int, int], Mapping[str, TrainedMethod
     for (size, training_seed), runs in trained.items():
         for name, run in runs.items():
             probs = predict_probs(run, x_test, n_samples, batch_size=batch_size, seed=seed)
-            k = n_couplings(run)
             rows.append({"train_size": size, "seed": training_seed, "method": name,
-                         "label": run.label if math.isnan(k) else f"{BHN_LABEL}, {int(k)} couplings",
-                         "n_couplings": k,
+                         "label": run_label(run), "n_couplings": n_couplings(run),
                          "error_pct": 100.0 * (1.0 - metrics.accuracy(probs, y_test)),
                          "nll": metrics.nll(probs, y_test)})
     return pd.DataFrame(rows)
@@ -132,6 +146,9 @@ def plot_error_vs_couplings(summary: pd.DataFrame, metric: str = "error_pct") ->
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes) + 1.5, 3.6), squeeze=False)
     baselines = list(dict.fromkeys(summary.loc[summary["n_couplings"].isna(), "label"]))
     colors = dict(zip([BHN_LABEL, *baselines], sns.color_palette(n_colors=len(baselines) + 1)))
+    # Baselines can land on the same error (MAP and Bayes by Backprop at a small initial sigma):
+    # a dash pattern each keeps both lines visible.
+    dashes = dict(zip(baselines, itertools.cycle([(5, 2), (1, 1.5), (6, 2, 1, 2), (3, 3)])))
     for ax, size in zip(axes[0], sizes):
         part = summary[summary["train_size"] == size]
         flows = part.dropna(subset=["n_couplings"]).sort_values("n_couplings")
@@ -139,7 +156,8 @@ def plot_error_vs_couplings(summary: pd.DataFrame, metric: str = "error_pct") ->
                     marker="o", capsize=3, color=colors[BHN_LABEL], label=BHN_LABEL)
         for row in part[part["n_couplings"].isna()].itertuples():
             mean, sd = getattr(row, metric), getattr(row, metric + SD_SUFFIX)
-            ax.axhline(mean, color=colors[row.label], linestyle="--", linewidth=1, label=row.label)
+            ax.axhline(mean, color=colors[row.label], dashes=dashes[row.label], linewidth=1.3,
+                       label=row.label)
             if pd.notna(sd):
                 ax.axhspan(mean - sd, mean + sd, color=colors[row.label], alpha=0.12, linewidth=0)
         ax.set_xscale("symlog", linthresh=1)
