@@ -105,8 +105,12 @@ def metric_panels(data: pd.DataFrame, x: str, panels: dict[str, str], hue: str,
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("")
-    axes[-1].legend(fontsize="small", loc="best")
+    # Right of the panels, not over them: with many runs an in-panel legend covers lines.
+    legend = axes[-1].get_legend()
+    handles, names = legend.legend_handles, [text.get_text() for text in legend.get_texts()]
+    legend.remove()
     fig.tight_layout()
+    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     return fig
 
 

@@ -287,8 +287,7 @@ def test_mi_toy_rejects_a_zero_weight_for_the_regularised_variant():
 def test_figures(ablation, mi_toy):
     fig = dv.plot_ablation(ablation)
     assert len(fig.axes) == 3
-    legend = fig.axes[-1].get_legend()
-    assert [line.get_label() for line in legend.get_lines()] == list(dv.ABLATION_VARIANTS)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(dv.ABLATION_VARIANTS)
     plt.close(fig)
     fig = dv.plot_diversity_by_tensor(ablation)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["fc.weight", "fc.bias"]

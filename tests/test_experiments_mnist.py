@@ -214,6 +214,9 @@ def test_training_curves_give_one_row_per_run_and_epoch_and_a_log_figure(data):
     assert curves["test_error_pct"].between(0, 100).all()
     fig = plots.plot_training_curves(curves)
     assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]
+    # One legend, beside the panels rather than over their lines.
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["MAP", "MC dropout"]
     plt.close(fig)
 
 
