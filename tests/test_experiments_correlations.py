@@ -204,6 +204,11 @@ def test_correlation_claims_follow_the_wilson_rule():
     assert claims.loc["C", "seen"] is None  # 2 of 10: too few pairs to tell
     low, high = metrics.proportion_interval(600, 2000)
     assert f"600 of 2000 pairs = 0.300, 95% interval [{low:.3f}, {high:.3f}]" == claims.loc["A", "evidence"]
+    # A method whose nets do not classify gets no verdict, whatever its correlations.
+    gated = corr.correlation_claims(table, {"A": 0.16, "B": 0.97}).set_index("method")
+    assert gated.loc["A", "seen"] is None and gated.loc["A", "evidence"].endswith(
+        "no verdict: test accuracy 0.160 < 0.9")
+    assert gated.loc["B", "seen"] is False and gated.loc["Bayes by Backprop", "seen"] is True
 
 
 def test_branch_claims_need_mass_on_both_branches():

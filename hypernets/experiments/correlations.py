@@ -162,12 +162,15 @@ def pvalue_summary(pvalues: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
 PILE_UP_FACTOR = 2.0
 #: "Mass on both branches": at least this share of the samples on each.
 BRANCH_SHARE = 0.1
+#: A correlation verdict needs nets that classify: at least this test accuracy.
+MIN_ACCURACY = 0.9
 #: The mean-field reference of (a), whose weights are independent by construction.
 MEAN_FIELD = ("Bayes by Backprop",)
 
 
-def correlation_claims(pvalues: pd.DataFrame, *, alpha: float = ALPHA,
-                       factor: float = PILE_UP_FACTOR,
+def correlation_claims(pvalues: pd.DataFrame, accuracy: Mapping[str, float] | None = None, *,
+                       alpha: float = ALPHA, factor: float = PILE_UP_FACTOR,
+                       min_accuracy: float = MIN_ACCURACY,
                        independent: Sequence[str] = MEAN_FIELD) -> pd.DataFrame:
     """(a)'s claims per method (label) of :func:`correlation_pvalues`, by one rule.
 
@@ -175,10 +178,13 @@ def correlation_claims(pvalues: pd.DataFrame, *, alpha: float = ALPHA,
     (:func:`hypernets.metrics.proportion_interval`). "Correlates its weights" is seen when the
     interval lies wholly at or above ``factor * alpha`` (independent weights give ``alpha``),
     not seen when wholly below, undecided otherwise; for the methods of ``independent`` the claim
-    is the reverse, "keeps its weights independent". Columns ``method, claim, seen, rule,
-    evidence``.
+    is the reverse, "keeps its weights independent". With ``accuracy`` (label -> test accuracy of
+    the sampled nets' mean predictive), a method below ``min_accuracy`` gets no verdict
+    (undecided): weights of nets that do not classify are not a posterior of the task, whatever
+    their correlations. Columns ``method, claim, seen, rule, evidence``.
     """
     threshold = factor * alpha
+    accuracy = {} if accuracy is None else dict(accuracy)
     rows = []
     for label, group in pvalues.groupby("method", sort=False):
         k, n = int((group["p_value"] < alpha).sum()), len(group)
@@ -186,13 +192,18 @@ def correlation_claims(pvalues: pd.DataFrame, *, alpha: float = ALPHA,
         correlated = True if low >= threshold else False if high < threshold else None
         mean_field = label in independent
         seen = correlated if not mean_field or correlated is None else not correlated
+        evidence = f"{k} of {n} pairs = {k / n:.3f}, 95% interval [{low:.3f}, {high:.3f}]"
+        if label in accuracy and accuracy[label] < min_accuracy:
+            seen = None
+            evidence += f"; no verdict: test accuracy {accuracy[label]:.3f} < {min_accuracy:g}"
         claim = (f"{label} keeps its weights independent" if mean_field
                  else f"{label} correlates its weights")
         rows.append({"method": label, "claim": claim, "seen": seen,
                      "rule": (f"share of pairs with p < {alpha:g}, Wilson 95% interval over the "
                               f"pairs, wholly {'below' if mean_field else 'at or above'} "
-                              f"{threshold:g} ({factor:g} x {alpha:g})"),
-                     "evidence": f"{k} of {n} pairs = {k / n:.3f}, 95% interval [{low:.3f}, {high:.3f}]"})
+                              f"{threshold:g} ({factor:g} x {alpha:g}); only for nets of test "
+                              f"accuracy >= {min_accuracy:g}"),
+                     "evidence": evidence})
     return pd.DataFrame(rows, columns=["method", "claim", "seen", "rule", "evidence"])
 
 
