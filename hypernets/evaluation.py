@@ -18,7 +18,7 @@ from hypernets import metrics
 from hypernets.methods.base import Method
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
-from hypernets.training import predict
+from hypernets.training import predict, tensor_digest
 
 #: The Bayesian Hypernetworks scores: table name -> key of :data:`hypernets.metrics.UNCERTAINTY_SCORES`.
 #: ``std`` is scored by the variance of the class probabilities across the sampled nets: the
@@ -90,16 +90,27 @@ def entropy_ecdf_table(probs: Mapping[str, Tensor], *, n_points: int = 200,
     return pd.concat(parts, ignore_index=True)
 
 
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"reliability": 1}
+
+
 def reliability_table(trained: Mapping[str, TrainedMethod], x: Tensor, labels: Tensor, *,
                       n_samples: int, n_bins: int = 15, batch_size: int = 1000,
                       seed: int = 0) -> pd.DataFrame:
     """Reliability-diagram bins of every run's mean predictive (:func:`metrics.reliability_diagram`,
-    15 equal-width bins as the ECE), with ``method`` and ``label`` columns."""
+    15 equal-width bins as the ECE), with ``method`` and ``label`` columns; kept in a run's
+    record where it has one."""
+    arguments = {"x": tensor_digest(x)["sha256"], "labels": tensor_digest(labels)["sha256"],
+                 "n_samples": n_samples, "n_bins": n_bins, "batch_size": batch_size, "seed": seed}
     frames = []
     for name, run in trained.items():
-        probs = predict_probs(run, x, n_samples, batch_size=batch_size, seed=seed)
-        table = metrics.reliability_diagram(probs, labels, n_bins=n_bins)
-        frames.append(table.assign(method=name, label=run.label))
+        def compute(run=run) -> list[dict]:
+            probs = predict_probs(run, x, n_samples, batch_size=batch_size, seed=seed)
+            return metrics.reliability_diagram(probs, labels, n_bins=n_bins).to_dict("records")
+
+        bins = run.evaluated("reliability", arguments, EVALUATION_VERSIONS["reliability"], compute)
+        frames.append(pd.DataFrame(bins).assign(method=name, label=run.label))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from hypernets.data import (ImageSplits, load_cifar5_splits, load_cifar10, load_mnist,
                             load_mnist_splits)
+from hypernets.evaluation import reliability_table
 from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
 from hypernets.experiments import hypergan_tables as hypergan_tables_chapter
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
@@ -24,10 +25,17 @@ from hypernets.targets import mnist_mlp
 
 @dataclass
 class ChapterPlan:
-    """A chapter's data and its runs, in named groups (e.g. ``table`` and ``architecture``)."""
+    """A chapter's data and its runs, in named groups (e.g. ``table`` and ``architecture``).
+
+    ``evaluate(group, runs)``, where a chapter has it, computes what its page computes from
+    the runs of a group, through :meth:`~hypernets.runs.TrainedMethod.evaluated`, so that
+    with run records (:mod:`hypernets.records`) :meth:`train_all` evaluates every run as soon
+    as it is trained, and the page later reads the values from the records.
+    """
 
     data: Any
     groups: dict[str, list[RunRequest]] = field(default_factory=dict)
+    evaluate: Callable[[str, Mapping[str, TrainedMethod]], Any] | None = None
 
     @property
     def requests(self) -> list[RunRequest]:
@@ -36,23 +44,40 @@ class ChapterPlan:
 
     def train(self, group: str, *, store: RunStore | None | str = "default",
               progress: bool = False) -> dict[str, TrainedMethod]:
-        """Train (or load from the store) the runs of ``group``."""
+        """Train (or load from the store or the records) the runs of ``group``."""
         if group not in self.groups:
             raise ValueError(f"this plan has the run groups {sorted(self.groups)}, not {group!r}")
         return train_runs(self.groups[group], store=store, progress=progress)
 
-    def train_all(self, *, store: RunStore | None | str = "default",
-                  progress: bool = False) -> dict[str, dict[str, TrainedMethod]]:
-        """Train (or load) every group, with one progress bar over all of them: group -> runs."""
+    def train_all(self, *, store: RunStore | None | str = "default", progress: bool = False,
+                  evaluate: bool = False) -> dict[str, dict[str, TrainedMethod]]:
+        """Train (or load) every group, with one progress bar over all of them: group -> runs.
+
+        With ``evaluate`` every run is evaluated (the plan's ``evaluate``) as soon as it is
+        there, before the next one trains; a run with a record then lets go of its method
+        (it is loaded again from the store if it is used).
+        """
         for group in self.groups.values():
             check_requests(group)
         bar = progress_bar(self.requests) if progress else False
         try:
-            return {name: train_runs(group, store=store, progress=bar)
+            return {name: train_runs(group, store=store, progress=bar,
+                                     after_each=self._evaluator(name) if evaluate else None)
                     for name, group in self.groups.items()}
         finally:
             if bar:
                 bar.close()
+
+    def _evaluator(self, group: str) -> Callable[[TrainedMethod], None] | None:
+        if self.evaluate is None:
+            return None
+
+        def evaluate_run(run: TrainedMethod) -> None:
+            self.evaluate(group, {run.name: run})
+            if run.records is not None:  # its record holds what the page needs: let go of it
+                run.release()
+
+        return evaluate_run
 
 
 def _curve(data: ImageSplits, params: Mapping[str, Any]) -> TestError:
@@ -86,7 +111,22 @@ def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
             seeded_params, data, params["methods"], params["target"])
         groups[SEED_GROUP.format("architecture", seed)] = _lenet_runs(
             {**seeded_params, "options": variants}, data, list(variants), params["target"])
-    return ChapterPlan(data, groups)
+    first_seed = params["seeds"][0]
+
+    def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
+        # What the notebook computes: every run's row; the first seed's reliability bins
+        # (table runs) and Bayes by Hypernet KL spread (table and architecture runs).
+        settings = dict(n_samples=params["n_samples"], batch_size=params["eval_batch_size"],
+                        seed=params["seed"])
+        mnist.evaluate_methods(runs, data.test.x, data.test.y, data.outliers.x, **settings)
+        if group == SEED_GROUP.format("table", first_seed):
+            reliability_table(runs, data.test.x, data.test.y, **settings)
+        bbh = {name: run for name, run in runs.items() if run.method_name == "bbh"}
+        if bbh and group in (SEED_GROUP.format("table", first_seed),
+                             SEED_GROUP.format("architecture", first_seed)):
+            mnist.kl_estimate_spread(bbh, len(data.train), seed=params["seed"])
+
+    return ChapterPlan(data, groups, evaluate)
 
 
 def bbh_noise(params: Mapping[str, Any]) -> ChapterPlan:

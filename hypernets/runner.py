@@ -44,9 +44,12 @@ from hypernets.book import (
     resolve_parameters,
     seed_everything,
 )
+from hypernets.records import RECORDS_ENV
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 BOOK_DIR = PROJECT_ROOT / "book"
+#: Where the result profiles' runs keep their records (:mod:`hypernets.records`).
+RECORDS_DIR = BOOK_DIR / "records"
 REFERENCE_DIR = PROJECT_ROOT / "tests" / "notebooks"
 KERNEL_NAME = "python3"
 RUN_INFO_TAG = "run-info"
@@ -446,8 +449,10 @@ def execute(plan: RunPlan) -> Path:
 
 def train_only(plan: RunPlan) -> None:
     """Train (or resume) every run the notebook of ``plan`` needs, into the run store, without
-    executing the notebook; one progress bar over all of them. The notebook run afterwards
-    loads them (:mod:`hypernets.plans`)."""
+    executing the notebook; one progress bar over all of them. Where the chapter's plan has
+    evaluations and runs keep records (``$HYPERNETS_RECORDS``), each run is evaluated into its
+    record as soon as it is trained. The notebook run afterwards loads them
+    (:mod:`hypernets.plans`)."""
     from hypernets.plans import PLANS
 
     if plan.name not in PLANS:
@@ -455,10 +460,11 @@ def train_only(plan: RunPlan) -> None:
                           f"notebooks with one: {', '.join(sorted(PLANS))}")
     seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
                     single_thread=plan.profile == "smoke")
-    groups = PLANS[plan.name](plan.resolved).train_all(progress=True)
+    groups = PLANS[plan.name](plan.resolved).train_all(progress=True, evaluate=True)
     for group, trained in groups.items():
         for name, run in trained.items():
-            how = "in the store" if run.loaded else "trained"
+            how = ("recorded" if run.records is not None and not run.in_memory
+                   else "in the store" if run.loaded else "trained")
             print(f"  {group}/{name}: {how}, {run.train_time_s:.0f} s of training, key {run.key}",
                   flush=True)
 
@@ -466,10 +472,11 @@ def train_only(plan: RunPlan) -> None:
 def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
     """Print how long each run the notebook of ``plan`` needs would train on this machine, from
     a few timed steps of each (:func:`hypernets.runs.estimate_seconds`); runs already in the
-    store count zero. Returns the seconds still to train."""
+    store or in the records count zero. Returns the seconds still to train."""
     import pandas as pd
 
     from hypernets.plans import PLANS
+    from hypernets.records import default_records
     from hypernets.runs import estimate_seconds, key_document
     from hypernets.store import RunStore, request_hash
 
@@ -478,11 +485,12 @@ def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
                           f"notebooks with one: {', '.join(sorted(PLANS))}")
     seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
                     single_thread=plan.profile == "smoke")
-    store = RunStore()
+    store, records = RunStore(), default_records()
     rows = []
     for group, requests in PLANS[plan.name](plan.resolved).groups.items():
         for request in requests:
-            stored = store.has(request_hash(key_document(request, request.build())))
+            key = request_hash(key_document(request, request.build()))
+            stored = store.has(key) or (records is not None and records.path(key).exists())
             numbers = estimate_seconds(request, timed_steps=timed_steps)
             rows.append({"group": group, "run": request.name,
                          "ms_per_step": round(1e3 * numbers["step_s"], 1),
@@ -565,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         plans = [plan_run(source, args.profile, raw_overrides, args.output_dir) for source in sources]
         if args.train_only and args.estimate:
             raise RunnerError("give --train-only or --estimate, not both")
+        if args.profile in RESULT_PROFILES:
+            # The book's runs keep their records beside the pages (hypernets.records).
+            os.environ.setdefault(RECORDS_ENV, str(RECORDS_DIR))
         for plan in plans:
             if args.estimate:
                 estimate(plan)

@@ -26,6 +26,7 @@ from hypernets.likelihoods import Categorical, Likelihood
 from hypernets.methods.base import Method
 from hypernets.methods.registry import METHODS, make_method, method_label
 from hypernets.published import method_label as published_label
+from hypernets.records import RunRecords, default_records, plain
 from hypernets.seeding import seeded
 from hypernets.store import STORE_FORMAT, RunStore, request_hash
 from hypernets.targets import TargetNet, get_target
@@ -62,23 +63,68 @@ class TrainedMethod:
     """A trained method with its run name, registry name, label, training record and store key.
 
     ``train_time_s`` is the wall time its training took when it was trained (also when it is
-    loaded from the store); ``loaded`` says whether it came from the store, and
+    loaded from the store); ``loaded`` says whether it came from the store (or its record), and
     ``trained_with`` where it was trained (torch version, device, threads, finish time).
+
+    A run served from its record (:mod:`hypernets.records`) has no method in memory: ``method``
+    loads it from the store, or trains it again, when it is first used, and :meth:`evaluated`
+    returns what its record kept without touching the method.
     """
 
     name: str
     method_name: str
-    method: Method
+    _method: Method | None
     train_time_s: float
     history: list[dict] = field(repr=False)
     key: str | None = None
     loaded: bool = False
     trained_with: dict = field(default_factory=dict, repr=False)
+    records: RunRecords | None = field(default=None, repr=False)
+    document: dict | None = field(default=None, repr=False)
+    restore: Callable[[], Method] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
         """The run's label: the registry's, or the published tables' for variants like ``bbh_single``."""
         return published_label(self.name) if self.name != self.method_name else method_label(self.name)
+
+    @property
+    def method(self) -> Method:
+        """The trained method (for a run served from its record: loaded or trained again now)."""
+        if self._method is None:
+            if self.restore is None:
+                raise RuntimeError(f"run {self.name!r} has no method and cannot restore one")
+            self._method = self.restore()
+        return self._method
+
+    def release(self) -> None:
+        """Let go of the method of a run that can restore it (see :attr:`method`)."""
+        if self.restore is None:
+            raise RuntimeError(f"run {self.name!r} cannot restore its method once released")
+        self._method = None
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the method is in memory (False for a run served from its record, until used)."""
+        return self._method is not None
+
+    def evaluated(self, name: str, arguments: Mapping[str, Any], version: int,
+                  compute: Callable[[], Any]) -> Any:
+        """``compute()``, or the value the run's record kept for the same evaluation.
+
+        ``name``, ``arguments`` (plain values: data hashes, sample counts, seeds) and
+        ``version`` identify the evaluation; ``compute`` must return plain JSON values (never
+        None). Without records the value is computed every time; either way it is returned as
+        a record reads it back (:func:`~hypernets.records.plain`), so a page does not depend on
+        whether its runs kept records.
+        """
+        if self.records is None:
+            return plain(compute())
+        kept = self.records.evaluation(self.key, self.document, name, arguments, version)
+        if kept is not None:
+            return kept
+        return self.records.save_evaluation(self.key, self.document, name, arguments, version,
+                                            compute())
 
 
 class TestError:
@@ -269,14 +315,38 @@ def _from_entry(request: RunRequest, settings: dict, method: Method, entry: dict
                          entry["history"], key, loaded=True, trained_with=entry["trained_with"])
 
 
-def train_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = False,
+def train_run(request: RunRequest, *, store: RunStore | None = None,
+              records: RunRecords | None = None, progress: bool = False,
               on_step: Callable[[int], None] | None = None) -> TrainedMethod:
     """Load ``request``'s run from ``store``, or train it there (resuming a stopped run).
 
     Without a store the run trains in memory. Either way the global RNG is left as it was, so
     what follows does not depend on whether the run was trained or loaded. ``on_step``
     is called after every step trained here (see :func:`~hypernets.training.fit`).
+
+    With ``records`` (:mod:`hypernets.records`) a run that has a record is served from it
+    without loading its weights (they are loaded, or trained again, when its method is first
+    used), and a run trained or loaded here gets a record.
     """
+    if records is not None:
+        with seeded(request.seed):
+            document = key_document(request, request.build())
+        key = request_hash(document)
+        record = records.load(key, document)
+        if record is None:
+            run = train_run(request, store=store, progress=progress, on_step=on_step)
+            records.save_run(key, document, history=run.history, train_time_s=run.train_time_s,
+                             trained_with=run.trained_with)
+        else:
+            run = TrainedMethod(request.name, request.settings()["method"], None,
+                                record["train_time_s"], record["history"], key, loaded=True,
+                                trained_with=record["trained_with"])
+
+        def restore() -> Method:
+            return train_run(request, store=store, progress=progress).method
+
+        run.key, run.records, run.document, run.restore = key, records, document, restore
+        return run
     settings = request.settings()
     device = torch.device(request.device)
     with seeded(request.seed):
@@ -377,18 +447,35 @@ def progress_bar(requests: Sequence[RunRequest]) -> tqdm:
                 desc="training", smoothing=0.05, mininterval=2.0)
 
 
+def resolve_records(records: RunRecords | None | str) -> RunRecords | None:
+    """RunRecords, ``"default"`` (:func:`~hypernets.records.default_records`: those at
+    ``$HYPERNETS_RECORDS``, or none) or None."""
+    if isinstance(records, str):
+        if records != "default":
+            raise ValueError(f"records must be RunRecords, 'default' or None, got {records!r}")
+        return default_records()
+    if records is not None and not isinstance(records, RunRecords):
+        raise TypeError(f"records must be RunRecords, 'default' or None, got {records!r}")
+    return records
+
+
 def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str = "default",
-               progress: bool | tqdm = False) -> dict[str, TrainedMethod]:
+               records: RunRecords | None | str = "default", progress: bool | tqdm = False,
+               after_each: Callable[[TrainedMethod], None] | None = None
+               ) -> dict[str, TrainedMethod]:
     """Train (or load) every request one after the other: run name -> TrainedMethod.
 
     ``store`` is a :class:`~hypernets.store.RunStore`, ``"default"`` (the store at
-    ``$HYPERNETS_RUNS`` or the per-user cache) or None (train in memory, store nothing).
+    ``$HYPERNETS_RUNS`` or the per-user cache) or None (train in memory, store nothing);
+    ``records`` likewise (:func:`resolve_records`; see :func:`train_run`).
     Every request is checked before the first one trains. ``progress`` draws one bar over the
     steps of all runs still to train, with its ETA (or advances a bar of
-    :func:`progress_bar` shared with other calls).
+    :func:`progress_bar` shared with other calls). ``after_each`` is called with every run as
+    soon as it is there (to evaluate it before the next one trains).
     """
     check_requests(requests)
     store = resolve_store(store)
+    records = resolve_records(records)
     bar = progress_bar(requests) if progress is True else progress or None
     trained = {}
     for request in requests:
@@ -404,11 +491,13 @@ def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str =
 
         if bar is not None:
             bar.set_description(f"training {request.name}")
-        trained[request.name] = train_run(request, store=store,
+        trained[request.name] = train_run(request, store=store, records=records,
                                           on_step=advance if bar is not None else None)
         if bar is not None and last is None:  # loaded from the store: nothing trained
             bar.total -= request.total_steps()
             bar.refresh()
+        if after_each is not None:
+            after_each(trained[request.name])
     if progress is True:
         bar.close()
     return trained

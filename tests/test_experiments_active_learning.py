@@ -9,6 +9,7 @@ import torch
 from hypernets import metrics
 from hypernets.data import load_mnist
 from hypernets.experiments import active_learning as al
+from hypernets.records import RunRecords
 from hypernets.store import RunStore
 
 matplotlib.use("Agg")
@@ -75,6 +76,25 @@ def test_trajectories_acquire_train_and_come_from_the_store(data, tmp_path):
     assert by_start["warm"][0] == by_start["cold"][0] and by_start["warm"] != by_start["cold"]
     with pytest.raises(ValueError, match="MAP has one net"):
         al.Trajectory("map", "bald", True, 0, n_acquisitions=1)
+
+
+def test_trajectories_are_kept_in_the_records_and_read_back_on_another_machine(data, tmp_path,
+                                                                                 monkeypatch):
+    train, test = data
+    planned = al.plan_trajectories(["map"], ["random"], cold_acquisitions=[], repeats=[0, 1],
+                                   **SMALL)
+    store, kept = RunStore(tmp_path / "store"), RunRecords(tmp_path / "records")
+    first = al.trajectories(planned[:1], train, test, store=store, records=None)
+    both = al.trajectories(planned, train, test, store=store, records=kept)  # one from the store
+    assert len(list((tmp_path / "records").glob("*.json"))) == len(planned) == 4
+    pd.testing.assert_frame_equal(both.iloc[:len(first)], first)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("a recorded trajectory was computed again")
+
+    monkeypatch.setattr(al, "run_trajectory", not_again)
+    pd.testing.assert_frame_equal(al.trajectories(planned, train, test, store=None, records=kept),
+                                  both)
 
 
 def curves_of(values):

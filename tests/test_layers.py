@@ -22,15 +22,16 @@ RANKS = {
     "hypernets.methods": 6, "hypernets.methods.registry": 6,
     "hypernets.training": 7, "hypernets.published": 7, "hypernets.reference_posterior": 7,
     "hypernets.store": 8,
-    "hypernets.runs": 9,
-    "hypernets.evaluation": 10, "hypernets.adversarial": 10, "hypernets.plots": 10,
-    **{f"hypernets.experiments.{name}": 11 for name in (
+    "hypernets.records": 9,
+    "hypernets.runs": 10,
+    "hypernets.evaluation": 11, "hypernets.adversarial": 11, "hypernets.plots": 11,
+    **{f"hypernets.experiments.{name}": 12 for name in (
         "mnist", "toy", "correlations", "diversity", "adversarial", "cifar", "anomaly",
         "couplings", "hypergan_tables", "active_learning")},
-    "hypernets.experiments": 11,
-    "hypernets.book": 12, "hypernets.plans": 12,
-    "hypernets.runner": 13,
-    "hypernets": 14,
+    "hypernets.experiments": 12,
+    "hypernets.book": 13, "hypernets.plans": 13,
+    "hypernets.runner": 14,
+    "hypernets": 15,
 }
 
 

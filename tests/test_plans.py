@@ -6,6 +6,7 @@ import pytest
 
 from hypernets import plans, runner
 from hypernets.book import available_notebooks, load_profiles, resolve_parameters
+from hypernets.records import RECORDS_ENV
 from hypernets.runs import key_document
 from hypernets.store import RunStore, request_hash
 
@@ -198,3 +199,19 @@ def test_the_noise_ablation_plan_keys_its_bbh_as_the_mnist_table_does():
                                     "bbh_indnoise8", "bbh_indnoise64"])
     assert noise["bbh"] == table["bbh"]
     assert len(set(noise.values())) == 6
+
+
+def test_the_result_profiles_keep_their_runs_records_beside_the_pages(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(runner, "RECORDS_DIR", tmp_path / "records")
+    monkeypatch.setenv(RECORDS_ENV, "set here so that monkeypatch restores it")
+    monkeypatch.delenv(RECORDS_ENV)
+    small = {key: str(value) for key, value in SMALL.items() if key != "options"}
+    arguments = [item for key, value in small.items() for item in ("-p", key, value)]
+    arguments += ["-p", "methods", "[map]", "-p", "detection_methods", "[map]", "-p", "n_detect", "8"]
+    assert runner.main(["--train-only", "--profile", "full", *arguments, "adversarial"]) == 0
+    assert "methods_seed0/map: trained" in capsys.readouterr().out
+    assert len(list((tmp_path / "records").glob("*.json"))) == 1
+    assert runner.main(["--train-only", "--profile", "full", *arguments, "adversarial"]) == 0
+    assert "methods_seed0/map: recorded" in capsys.readouterr().out

@@ -8,8 +8,10 @@ continuing from the current weights (*warm start*) or from a fresh initialisatio
 accuracy after every training is the curve.
 
 A trajectory (method, acquisition, warm or cold, repeat) is one entry of the run store
-(:mod:`hypernets.store`), keyed by everything that decides it: it is computed once and loaded
-afterwards, and a stopped chapter resumes at the first trajectory not yet stored.
+(:mod:`hypernets.store`) and of the run records (:mod:`hypernets.records`), keyed by
+everything that decides it: it is computed once and loaded afterwards, and a stopped chapter
+resumes at the first trajectory not yet stored, also on another machine from the committed
+records.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hypernets.likelihoods import Categorical
 from hypernets.methods.registry import make_method, method_label
 from hypernets.plots import figure_legend
 from hypernets.seeding import seeded
+from hypernets.records import RunRecords, default_records
 from hypernets.store import RunStore, request_hash
 from hypernets.targets import TargetNet, get_target
 from hypernets.runs import machine_record
@@ -178,30 +181,42 @@ def run_trajectory(trajectory: Trajectory, train: ImageData, test: ImageData, *,
 
 def trajectories(settings: Sequence[Trajectory], train: ImageData, test: ImageData, *,
                  device: str | torch.device = "cpu",
-                 store: RunStore | None | str = "default") -> pd.DataFrame:
-    """Every trajectory of ``settings``, each computed once through the run store.
+                 store: RunStore | None | str = "default",
+                 records: RunRecords | None | str = "default") -> pd.DataFrame:
+    """Every trajectory of ``settings``, each computed once through the run records or store.
 
-    Long format: ``method, label, acquisition, start`` (warm or cold), ``repeat`` and the rows
-    of :func:`run_trajectory` (without the acquired indices).
+    A trajectory's result is its table, so its record (:mod:`hypernets.records`, where runs
+    keep records) holds all of it: it is read from there, else from the store, else computed;
+    it is then kept in both. Long format: ``method, label, acquisition, start`` (warm or cold),
+    ``repeat`` and the rows of :func:`run_trajectory` (without the acquired indices).
     """
     store = RunStore() if store == "default" else store
+    records = default_records() if records == "default" else records
     tables = []
     for trajectory in settings:
         document = trajectory.document(train, test)
         key = request_hash(document)
-        entry = store.load(key, document) if store is not None else None
+        entry = records.load(key, document) if records is not None else None
+        if entry is None and store is not None:
+            entry = store.load(key, document)
         if entry is None:
             started = time.perf_counter()
             if store is None:
                 table = run_trajectory(trajectory, train, test, device=device)
+                entry = {"history": table.to_dict("records"),
+                         "train_time_s": time.perf_counter() - started,
+                         "trained_with": machine_record(torch.device(device))}
             else:
                 with store.training(key, trajectory.name):
                     table = run_trajectory(trajectory, train, test, device=device)
                     store.save(key, document, method_state={}, history=table.to_dict("records"),
                                train_time_s=time.perf_counter() - started,
                                trained_with=machine_record(torch.device(device)))
-        else:
-            table = pd.DataFrame(entry["history"])
+                entry = store.load(key, document)
+        if records is not None:
+            records.save_run(key, document, history=entry["history"],
+                             train_time_s=entry["train_time_s"], trained_with=entry["trained_with"])
+        table = pd.DataFrame(entry["history"])
         tables.append(table.drop(columns="acquired").assign(
             method=trajectory.method, label=method_label(trajectory.method),
             acquisition=trajectory.acquisition,

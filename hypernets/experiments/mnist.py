@@ -32,11 +32,18 @@ from hypernets.plots import metric_panels
 from hypernets.published import method_label as published_label
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
+from hypernets.training import tensor_digest
 from hypernets.validation import check_int
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
+
+
+#: Versions of what this chapter's evaluations compute from a run (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`): a change that can alter a kept value
+#: increases its version (``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"mnist.classification": 1, "mnist.kl_spread": 1}
 
 
 def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_test: Tensor,
@@ -46,15 +53,22 @@ def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_tes
 
     Columns: ``method, label, n_nets`` (distinct sampled nets, see
     :meth:`~hypernets.methods.base.Method.n_distinct_nets`),
-    the keys of :func:`classification_row` and ``train_time_s``.
+    the keys of :func:`classification_row` and ``train_time_s``. A run's row is kept in its
+    record, where it has one.
     """
+    arguments = {"x_test": tensor_digest(x_test)["sha256"], "y_test": tensor_digest(y_test)["sha256"],
+                 "x_ood": tensor_digest(x_ood)["sha256"], "n_samples": n_samples,
+                 "batch_size": batch_size, "seed": seed}
     rows = []
     for name, run in trained.items():
-        probs_in = predict_probs(run, x_test, n_samples, batch_size=batch_size, seed=seed)
-        probs_out = predict_probs(run, x_ood, n_samples, batch_size=batch_size, seed=seed)
-        rows.append({"method": name, "label": run.label, "n_nets": probs_in.shape[0],
-                     **classification_row(probs_in, y_test, probs_out),
-                     "train_time_s": run.train_time_s})
+        def compute(run=run) -> dict[str, float]:
+            probs_in = predict_probs(run, x_test, n_samples, batch_size=batch_size, seed=seed)
+            probs_out = predict_probs(run, x_ood, n_samples, batch_size=batch_size, seed=seed)
+            return {"n_nets": probs_in.shape[0], **classification_row(probs_in, y_test, probs_out)}
+
+        row = run.evaluated("mnist.classification", arguments,
+                            EVALUATION_VERSIONS["mnist.classification"], compute)
+        rows.append({"method": name, "label": run.label, **row, "train_time_s": run.train_time_s})
     return pd.DataFrame(rows)
 
 
@@ -245,7 +259,7 @@ def bbh_objective(trained: Mapping[str, TrainedMethod], n_train: int) -> pd.Data
     n_train = check_int("n_train", n_train, minimum=1)
     rows = []
     for name, run in trained.items():
-        if not isinstance(run.method, BayesByHypernet):
+        if run.method_name != "bbh":
             continue
         for record in run.history:
             rows.append({"method": name, "label": run.label, "epoch": record["epoch"],
@@ -270,16 +284,24 @@ def kl_estimate_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
     n_draws = check_int("n_draws", n_draws, minimum=2)
     rows = []
     for name, run in trained.items():
-        method = run.method
-        if not isinstance(method, BayesByHypernet):
+        if run.method_name != "bbh":
             continue
-        method.eval()
-        with seeded(seed, method.device), torch.no_grad():
-            estimates = torch.stack([method.kl_estimate(method.sample_params(method.train_samples))
-                                     for _ in range(n_draws)]) / n_train
-        rows.append({"method": name, "label": run.label, "n_weights": method.target.num_params,
-                     "samples_per_estimate": method.train_samples,
-                     "mean": float(estimates.mean()), "sd": float(estimates.std()),
+
+        def compute(run=run) -> dict[str, float]:
+            method = run.method
+            method.eval()
+            with seeded(seed, method.device), torch.no_grad():
+                estimates = torch.stack([
+                    method.kl_estimate(method.sample_params(method.train_samples))
+                    for _ in range(n_draws)]) / n_train
+            return {"n_weights": method.target.num_params,
+                    "samples_per_estimate": method.train_samples,
+                    "mean": float(estimates.mean()), "sd": float(estimates.std())}
+
+        spread = run.evaluated("mnist.kl_spread", {"n_train": n_train, "n_draws": n_draws,
+                                                   "seed": seed},
+                               EVALUATION_VERSIONS["mnist.kl_spread"], compute)
+        rows.append({"method": name, "label": run.label, **spread,
                      "nll": run.history[-1]["nll"] if run.history else float("nan")})
     if not rows:
         raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")

@@ -1,0 +1,203 @@
+"""Run records: a page's evaluations of a run are kept beside the page and served without the
+run's weights, only for the same run and the same evaluation; a damaged record is set aside;
+and the code of every versioned evaluation is pinned to its version.
+
+``python tests/test_records.py --update`` re-records ``tests/evaluation_code.json`` after a
+change to the evaluation code (raise the evaluation's version first if the change can alter a
+kept value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pathlib
+import sys
+import warnings
+
+import pytest
+import torch
+
+from hypernets import plans, records, runs, store
+from hypernets.book import resolve_parameters
+from hypernets.evaluation import reliability_table
+from hypernets.experiments import mnist
+from test_store import ROOT, _closure, _module_path, _normalised, request, same_state
+
+RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
+
+#: Modules whose EVALUATION_VERSIONS name evaluations that records keep.
+EVALUATING_MODULES = ("hypernets.evaluation", "hypernets.experiments.mnist")
+
+
+@pytest.fixture
+def data():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, 8, 8, generator=generator)
+    return x, (x.mean((1, 2, 3)) > 0).long() + (x[:, 0, 0, 0] > 1).long()
+
+
+def first_net_sum(run) -> dict:
+    calls.append(run.name)
+    return {"sum": float(sum(p.detach().sum() for p in run.method.parameters()))}
+
+
+calls: list[str] = []
+
+
+def test_a_recorded_run_is_served_without_its_weights(tmp_path, data):
+    kept = records.RunRecords(tmp_path / "records")
+    first = runs.train_runs([request(data)], store=store.RunStore(tmp_path / "a"), records=kept)["map"]
+    calls.clear()
+    value = first.evaluated("net sum", {"n": 1}, 1, lambda: first_net_sum(first))
+    assert calls == ["map"] and first.in_memory
+
+    # Another machine: an empty store, the committed records.
+    second = runs.train_runs([request(data)], store=store.RunStore(tmp_path / "b"), records=kept)["map"]
+    assert not second.in_memory and second.loaded and second.key == first.key
+    assert second.history == first.history and second.train_time_s == first.train_time_s
+    assert second.evaluated("net sum", {"n": 1}, 1, lambda: first_net_sum(second)) == value
+    assert calls == ["map"] and not second.in_memory and not (tmp_path / "b" / first.key).exists()
+
+
+@pytest.mark.parametrize("change", [{"arguments": {"n": 2}}, {"version": 2}, {"name": "other"}])
+def test_another_evaluation_is_computed_from_the_run_trained_again(tmp_path, data, change):
+    kept = records.RunRecords(tmp_path / "records")
+    first = runs.train_runs([request(data)], store=None, records=kept)["map"]
+    first.evaluated("net sum", {"n": 1}, 1, lambda: first_net_sum(first))
+    second = runs.train_runs([request(data)], store=store.RunStore(tmp_path / "b"), records=kept)["map"]
+    calls.clear()
+    evaluation = {"name": "net sum", "arguments": {"n": 1}, "version": 1, **change}
+    second.evaluated(evaluation["name"], evaluation["arguments"], evaluation["version"],
+                     lambda: first_net_sum(second))
+    assert calls == ["map"] and second.in_memory  # trained again, into the empty store
+    assert same_state(second.method, first.method) and (tmp_path / "b" / first.key / "run.pt").exists()
+    assert len(json.loads(kept.path(first.key).read_text())["evaluations"]) == 2
+
+
+def test_another_request_never_gets_a_record(tmp_path, data):
+    kept = records.RunRecords(tmp_path / "records")
+    first = runs.train_runs([request(data)], store=None, records=kept)["map"]
+    other = runs.train_runs([request(data, seed=1)], store=None, records=kept)["map"]
+    assert other.key != first.key and other.in_memory
+    # A record copied under another run's key is refused, not served.
+    kept.path(other.key).write_text(kept.path(first.key).read_text())
+    with pytest.raises(records.RecordError, match="another request"):
+        runs.train_runs([request(data, seed=1)], store=None, records=kept)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "empty"])
+def test_a_damaged_record_is_set_aside_and_the_run_trained_again(tmp_path, data, damage):
+    kept = records.RunRecords(tmp_path)
+    first = runs.train_runs([request(data)], store=None, records=kept)["map"]
+    path = kept.path(first.key)
+    text = path.read_text()
+    path.write_text({"truncate": text[: len(text) // 2],
+                     "edit": text.replace('"train_time_s": ', '"train_time_s": 1'),
+                     "empty": ""}[damage])
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        again = runs.train_runs([request(data)], store=None, records=kept)["map"]
+    assert again.in_memory and same_state(again.method, first.method)
+    assert path.with_name(path.name + ".corrupt").exists() and kept.load(first.key, again.document)
+
+
+def test_values_are_returned_as_a_record_reads_them_with_or_without_records(tmp_path, data):
+    value = {"a": torch.tensor(1.5), "b": (1, 2), "c": float("nan")}
+    without = runs.train_runs([request(data)], store=None, records=None)["map"]
+    with_records = runs.train_runs([request(data)], store=None,
+                                   records=records.RunRecords(tmp_path))["map"]
+    for run in (without, with_records):
+        kept = run.evaluated("value", {}, 1, lambda: value)
+        assert kept["a"] == 1.5 and kept["b"] == [1, 2] and kept["c"] != kept["c"]
+    with pytest.raises(ValueError, match="plain JSON"):
+        with_records.evaluated("tensor", {}, 1, lambda: torch.ones(2))
+    with pytest.raises(ValueError, match="None"):
+        with_records.evaluated("nothing", {}, 1, lambda: None)
+
+
+def test_records_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(records.RECORDS_ENV, raising=False)
+    assert records.default_records() is None
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path))
+    assert records.default_records().root == tmp_path
+    monkeypatch.setenv(records.RECORDS_ENV, " ")
+    with pytest.raises(records.RecordError, match=records.RECORDS_ENV):
+        records.default_records()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(records.RecordError, match="not a folder"):
+        records.RunRecords(tmp_path / "file")
+
+
+def test_the_mnist_table_page_reads_what_its_training_evaluated(tmp_path, monkeypatch):
+    """A sitting trains and evaluates the MNIST table's runs (``train_all(evaluate=True)``);
+    the page's calls, on a machine without those weights, are then served by the records."""
+    params = resolve_parameters("mnist_table", "smoke", device=None, seed=None, seeds=[0],
+                                target=None, methods=["map", "bbh"], n_train=64, n_test=32,
+                                epochs=1, batch_size=None, precision=None, n_samples=None,
+                                curve_samples=None, eval_batch_size=None, options=None,
+                                architecture_options=None)
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path / "records"))
+    sitting = plans.mnist_table(params)
+    sitting.train_all(store=store.RunStore(tmp_path / "a"), evaluate=True)
+
+    page = plans.mnist_table(params)
+    trained = {0: page.train("table_seed0", store=store.RunStore(tmp_path / "b"))}
+    variants = {0: page.train("architecture_seed0", store=store.RunStore(tmp_path / "b"))}
+    data, settings = page.data, dict(n_samples=params["n_samples"],
+                                     batch_size=params["eval_batch_size"], seed=params["seed"])
+    table = mnist.evaluate_seeds(trained, data.test.x, data.test.y, data.outliers.x, **settings)
+    mnist.evaluate_seeds(variants, data.test.x, data.test.y, data.outliers.x, **settings)
+    bins = reliability_table(trained[0], data.test.x, data.test.y, **settings)
+    spread = mnist.kl_estimate_spread({**trained[0], **variants[0]}, len(data.train),
+                                      seed=params["seed"])
+    assert not any(run.in_memory for group in (trained, variants) for run in group[0].values())
+    assert not (tmp_path / "b").exists()
+    assert set(table["method"]) == {"map", "bbh"} and table["error_pct"].between(0, 100).all()
+    assert bins["count"].sum() == 2 * params["n_test"] and len(spread) == 1 + len(variants[0])
+
+
+# --- the evaluation code is pinned to its versions ---------------------------------------------
+
+def evaluation_code() -> dict[str, dict]:
+    """Per versioned evaluation: the digest of the code of its module and its version."""
+    record = {}
+    for module in EVALUATING_MODULES:
+        modules = _closure(module)
+        digest = hashlib.sha256("\n".join(_normalised(_module_path(m)) for m in modules).encode())
+        for name, version in importlib.import_module(module).EVALUATION_VERSIONS.items():
+            record[name] = {"digest": digest.hexdigest(), "version": version, "modules": modules}
+    return record
+
+
+def test_the_evaluating_modules_are_all_listed():
+    found = {path.relative_to(ROOT).with_suffix("").as_posix()
+             .replace("/", ".") for path in _module_path("hypernets").parent.rglob("*.py")
+             if "EVALUATION_VERSIONS = " in path.read_text(encoding="utf-8")}
+    assert found == set(EVALUATING_MODULES)
+
+
+def test_the_evaluation_code_matches_its_recorded_versions():
+    recorded = json.loads(RECORD.read_text(encoding="utf-8"))
+    problems = []
+    for name, now in evaluation_code().items():
+        then = recorded.get(name)
+        if then == now:
+            continue
+        if then is not None and now["digest"] != then["digest"] and now["version"] <= then["version"]:
+            problems.append(f"{name}: the code that computes it changed ({', '.join(now['modules'])}) "
+                            "but its EVALUATION_VERSIONS entry was not increased. If the change can "
+                            "alter a value that records keep, increase it; then re-record")
+        else:
+            problems.append(f"{name}: the record is out of date; re-record")
+    assert not problems, ("\n".join(problems)
+                          + "\nre-record with: python tests/test_records.py --update")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--update"]:
+        sys.exit("usage: python tests/test_records.py --update")
+    RECORD.write_text(json.dumps(evaluation_code(), indent=2, sort_keys=True) + "\n",
+                      encoding="utf-8")
+    warnings.warn(f"re-recorded {RECORD}: a change that can alter a kept value needs a version "
+                  "increase too", stacklevel=1)
