@@ -35,6 +35,7 @@ from hypernets.methods.base import Method
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
 from hypernets.targets import Params, TargetNet
+from hypernets.training import tensor_digest
 from hypernets.validation import check_positive_int, check_real
 
 __all__ = [
@@ -190,6 +191,11 @@ def attack_curve(method: Method, x: Tensor, y: Tensor, epsilons: Sequence[float]
     return pd.DataFrame(rows)
 
 
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"fgsm_curve": 1}
+
+
 def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tensor,
                        epsilons: Sequence[float], *, n_samples: int,
                        pixel_range: PixelRange = MNIST_PIXELS, batch_size: int = 500,
@@ -210,12 +216,22 @@ def adversarial_curves(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tenso
     if not any(float(eps) == 0.0 for eps in epsilons):
         raise ValueError(f"epsilons must include 0, the clean evaluation that "
                          f"retained_accuracy is relative to; got {list(epsilons)}")
+    arguments = {"x": tensor_digest(x)["sha256"], "y": tensor_digest(y)["sha256"],
+                 "epsilons": [float(eps) for eps in epsilons], "n_samples": n_samples,
+                 "pixel_range": [list(pixel_range.mean), list(pixel_range.std)],
+                 "batch_size": batch_size, "seed": seed}
     tables = []
     for name, run in trained.items():
-        n_nets = run.method.n_distinct_nets(n_samples)
-        curve = attack_curve(run.method, x, y, epsilons, n_samples=n_nets,
-                             pixel_range=pixel_range, seed=seed, batch_size=batch_size)
-        chance = 1.0 / run.method.target.n_outputs
+        def compute(run=run) -> dict:
+            n_nets = run.method.n_distinct_nets(n_samples)
+            curve = attack_curve(run.method, x, y, epsilons, n_samples=n_nets,
+                                 pixel_range=pixel_range, seed=seed, batch_size=batch_size)
+            return {"n_nets": n_nets, "n_outputs": run.method.target.n_outputs,
+                    "curve": curve.to_dict("records")}
+
+        kept = run.evaluated("fgsm_curve", arguments, EVALUATION_VERSIONS["fgsm_curve"], compute)
+        curve, n_nets = pd.DataFrame(kept["curve"]), kept["n_nets"]
+        chance = 1.0 / kept["n_outputs"]
         clean = float(curve.loc[curve["epsilon"] == 0.0, "accuracy"].iloc[0])
         # Undefined (NaN) for a net with no clean accuracy above chance to keep.
         curve["retained_accuracy"] = ((curve["accuracy"] - chance) / (clean - chance)

@@ -14,12 +14,14 @@ from typing import Any
 
 from hypernets.data import (ImageSplits, load_cifar5_splits, load_cifar10, load_mnist,
                             load_mnist_splits)
+from hypernets.adversarial import adversarial_curves as attack_curves
 from hypernets.evaluation import reliability_table
 from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
+from hypernets.experiments import adversarial as adversarial_chapter
 from hypernets.experiments import hypergan_tables as hypergan_tables_chapter
-from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, progress_bar,
-                            run_requests, train_runs)
-from hypernets.store import RunStore
+from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, key_document,
+                            progress_bar, run_requests, train_runs)
+from hypernets.store import RunStore, request_hash
 from hypernets.targets import mnist_mlp
 
 
@@ -29,13 +31,14 @@ class ChapterPlan:
 
     ``evaluate(group, runs)``, where a chapter has it, computes what its page computes from
     the runs of a group, through :meth:`~hypernets.runs.TrainedMethod.evaluated`, so that
-    with run records (:mod:`hypernets.records`) :meth:`train_all` evaluates every run as soon
-    as it is trained, and the page later reads the values from the records.
+    with run records (:mod:`hypernets.records`) every run can be evaluated as soon as it is
+    trained (:meth:`evaluate_run`), and the page later reads the values from the records.
     """
 
     data: Any
     groups: dict[str, list[RunRequest]] = field(default_factory=dict)
     evaluate: Callable[[str, Mapping[str, TrainedMethod]], Any] | None = None
+    _keys: dict[str, set[str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def requests(self) -> list[RunRequest]:
@@ -50,34 +53,37 @@ class ChapterPlan:
         return train_runs(self.groups[group], store=store, progress=progress)
 
     def train_all(self, *, store: RunStore | None | str = "default", progress: bool = False,
-                  evaluate: bool = False) -> dict[str, dict[str, TrainedMethod]]:
+                  after_each: Callable[[TrainedMethod], None] | None = None
+                  ) -> dict[str, dict[str, TrainedMethod]]:
         """Train (or load) every group, with one progress bar over all of them: group -> runs.
 
-        With ``evaluate`` every run is evaluated (the plan's ``evaluate``) as soon as it is
-        there, before the next one trains; a run with a record then lets go of its method
-        (it is loaded again from the store if it is used).
+        ``after_each`` is called with every run as soon as it is there, before the next one
+        trains (e.g. :meth:`evaluate_run` of every chapter that shares it).
         """
         for group in self.groups.values():
             check_requests(group)
         bar = progress_bar(self.requests) if progress else False
         try:
-            return {name: train_runs(group, store=store, progress=bar,
-                                     after_each=self._evaluator(name) if evaluate else None)
+            return {name: train_runs(group, store=store, progress=bar, after_each=after_each)
                     for name, group in self.groups.items()}
         finally:
             if bar:
                 bar.close()
 
-    def _evaluator(self, group: str) -> Callable[[TrainedMethod], None] | None:
-        if self.evaluate is None:
-            return None
-
-        def evaluate_run(run: TrainedMethod) -> None:
-            self.evaluate(group, {run.name: run})
-            if run.records is not None:  # its record holds what the page needs: let go of it
-                run.release()
-
-        return evaluate_run
+    def evaluate_run(self, run: TrainedMethod) -> bool:
+        """Evaluate ``run`` as this chapter's page will (``evaluate``) if one of its groups
+        has the run (the same store key); returns whether one had."""
+        if self.evaluate is None or run.key is None:
+            return False
+        if self._keys is None:
+            self._keys = {group: {request_hash(key_document(request, request.build()))
+                                  for request in requests}
+                          for group, requests in self.groups.items()}
+        for group, keys in self._keys.items():
+            if run.key in keys:
+                self.evaluate(group, {run.name: run})
+                return True
+        return False
 
 
 def _curve(data: ImageSplits, params: Mapping[str, Any]) -> TestError:
@@ -155,10 +161,34 @@ def adversarial(params: Mapping[str, Any]) -> ChapterPlan:
     (``methods``, :data:`SEED_GROUP`): the MNIST table's, when their settings agree, so the
     store trains them once."""
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
+    first_seed = params["seeds"][0]
+
+    def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
+        # What the notebook computes: every run's FGSM curve; of the first seed's runs, the
+        # example images and the detection study.
+        test = data.test
+        attack_curves(runs, test.x, test.y, params["epsilons"], n_samples=params["n_samples"],
+                      batch_size=params["eval_batch_size"], seed=params["seed"])
+        if group != SEED_GROUP.format("methods", first_seed):
+            return
+        example = adversarial_chapter.example_method(params["methods"])
+        if example in runs:
+            adversarial_chapter.adversarial_examples(
+                runs[example], test.x[:4], test.y[:4], params["epsilons"],
+                n_samples=params["n_samples"], seed=params["seed"])
+        detected = {name: run for name, run in runs.items()
+                    if name in params["detection_methods"]}
+        if detected:
+            n = params["n_detect"]
+            adversarial_chapter.adversarial_detection(
+                detected, test.x[:n], test.y[:n], epsilons=params["detection_epsilons"],
+                n_nets=params["detection_nets"], batch_size=params["eval_batch_size"],
+                seed=params["seed"])
+
     return ChapterPlan(data, {
         SEED_GROUP.format("methods", seed): _lenet_runs({**params, "training_seed": seed}, data,
                                                         params["methods"], "lenet")
-        for seed in params["seeds"]})
+        for seed in params["seeds"]}, evaluate)
 
 
 def anomaly_detection(params: Mapping[str, Any]) -> ChapterPlan:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import nbformat
 import yaml
@@ -447,26 +447,42 @@ def execute(plan: RunPlan) -> Path:
     return plan.output
 
 
-def train_only(plan: RunPlan) -> None:
-    """Train (or resume) every run the notebook of ``plan`` needs, into the run store, without
-    executing the notebook; one progress bar over all of them. Where the chapter's plan has
-    evaluations and runs keep records (``$HYPERNETS_RECORDS``), each run is evaluated into its
-    record as soon as it is trained. The notebook run afterwards loads them
-    (:mod:`hypernets.plans`)."""
+def train_only(plans: Sequence[RunPlan]) -> None:
+    """Train (or resume) every run the notebooks of ``plans`` need, into the run store,
+    without executing them; one progress bar over each notebook's runs. Where runs keep
+    records (``$HYPERNETS_RECORDS``), each run is evaluated, as soon as it is trained, by
+    every chapter of ``plans`` that uses it, into its record. The notebook runs afterwards
+    load them (:mod:`hypernets.plans`)."""
     from hypernets.plans import PLANS
 
-    if plan.name not in PLANS:
-        raise RunnerError(f"--train-only: {plan.name} has no run plan (hypernets/plans.py); "
-                          f"notebooks with one: {', '.join(sorted(PLANS))}")
-    seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
-                    single_thread=plan.profile == "smoke")
-    groups = PLANS[plan.name](plan.resolved).train_all(progress=True, evaluate=True)
-    for group, trained in groups.items():
-        for name, run in trained.items():
-            how = ("recorded" if run.records is not None and not run.in_memory
-                   else "in the store" if run.loaded else "trained")
-            print(f"  {group}/{name}: {how}, {run.train_time_s:.0f} s of training, key {run.key}",
-                  flush=True)
+    for plan in plans:
+        if plan.name not in PLANS:
+            raise RunnerError(f"--train-only: {plan.name} has no run plan (hypernets/plans.py); "
+                              f"notebooks with one: {', '.join(sorted(PLANS))}")
+    chapters = []
+    for plan in plans:
+        seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
+                        single_thread=plan.profile == "smoke")
+        chapters.append(PLANS[plan.name](plan.resolved))
+
+    def evaluate(run) -> None:
+        for chapter in chapters:
+            chapter.evaluate_run(run)
+        if run.records is not None:  # its record holds what the pages need
+            run.release()
+
+    for plan, chapter in zip(plans, chapters):
+        print(f"training the runs of {_display_path(plan.source)} (profile {plan.profile}) ...",
+              flush=True)
+        started = time.perf_counter()
+        groups = chapter.train_all(progress=True, after_each=evaluate)
+        for group, trained in groups.items():
+            for name, run in trained.items():
+                how = ("recorded" if run.from_record else "in the store" if run.loaded
+                       else "trained")
+                print(f"  {group}/{name}: {how}, {run.train_time_s:.0f} s of training, "
+                      f"key {run.key}", flush=True)
+        print(f"trained in {time.perf_counter() - started:.1f} s", flush=True)
 
 
 def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
@@ -576,16 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile in RESULT_PROFILES:
             # The book's runs keep their records beside the pages (hypernets.records).
             os.environ.setdefault(RECORDS_ENV, str(RECORDS_DIR))
+        if args.train_only:
+            train_only(plans)
+            return 0
         for plan in plans:
             if args.estimate:
                 estimate(plan)
-                continue
-            if args.train_only:
-                print(f"training the runs of {_display_path(plan.source)} (profile {plan.profile}) ...",
-                      flush=True)
-                started = time.perf_counter()
-                train_only(plan)
-                print(f"trained in {time.perf_counter() - started:.1f} s", flush=True)
                 continue
             print(f"running {_display_path(plan.source)} (profile {plan.profile}) ...", flush=True)
             started = time.perf_counter()

@@ -63,8 +63,9 @@ class TrainedMethod:
     """A trained method with its run name, registry name, label, training record and store key.
 
     ``train_time_s`` is the wall time its training took when it was trained (also when it is
-    loaded from the store); ``loaded`` says whether it came from the store (or its record), and
-    ``trained_with`` where it was trained (torch version, device, threads, finish time).
+    loaded from the store); ``loaded`` says whether it came from the store or its record
+    (``from_record``), and ``trained_with`` where it was trained (torch version, device,
+    threads, finish time).
 
     A run served from its record (:mod:`hypernets.records`) has no method in memory: ``method``
     loads it from the store, or trains it again, when it is first used, and :meth:`evaluated`
@@ -82,6 +83,7 @@ class TrainedMethod:
     records: RunRecords | None = field(default=None, repr=False)
     document: dict | None = field(default=None, repr=False)
     restore: Callable[[], Method] | None = field(default=None, repr=False)
+    from_record: bool = False
 
     @property
     def label(self) -> str:
@@ -340,7 +342,7 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
         else:
             run = TrainedMethod(request.name, request.settings()["method"], None,
                                 record["train_time_s"], record["history"], key, loaded=True,
-                                trained_with=record["trained_with"])
+                                trained_with=record["trained_with"], from_record=True)
 
         def restore() -> Method:
             return train_run(request, store=store, progress=progress).method

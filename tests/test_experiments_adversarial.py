@@ -150,10 +150,12 @@ def test_adversarial_examples_respect_budget_and_pixel_range():
     images = adversarial.adversarial_examples(trained["bbb"], x[:3], y[:3], EPSILONS, n_samples=4)
     assert images.shape == (len(EPSILONS), 3, 1, 28, 28)
     assert images.min() >= -1e-6 and images.max() <= 1 + 1e-6
+    assert torch.equal(images * 255, (images * 255).round())  # 8 bits per pixel
     clean = MNIST_PIXELS.to_pixels(x[:3])
-    torch.testing.assert_close(images[0], clean)
+    half_level = 0.5 / 255 + 1e-6
+    torch.testing.assert_close(images[0], clean, atol=half_level, rtol=0)
     for k, epsilon in enumerate(EPSILONS):
-        assert (images[k] - clean).abs().max() <= epsilon + 1e-5
+        assert (images[k] - clean).abs().max() <= epsilon + half_level
     assert (images[2] - clean).abs().max() > 0.19
 
 

@@ -20,15 +20,17 @@ import pytest
 import torch
 
 from hypernets import plans, records, runs, store
-from hypernets.book import resolve_parameters
+from hypernets.adversarial import attack_seeds
+from hypernets.book import load_profiles, resolve_parameters
 from hypernets.evaluation import reliability_table
-from hypernets.experiments import mnist
+from hypernets.experiments import adversarial, mnist
 from test_store import ROOT, _closure, _module_path, _normalised, request, same_state
 
 RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
 
 #: Modules whose EVALUATION_VERSIONS name evaluations that records keep.
-EVALUATING_MODULES = ("hypernets.evaluation", "hypernets.experiments.mnist")
+EVALUATING_MODULES = ("hypernets.evaluation", "hypernets.adversarial",
+                      "hypernets.experiments.mnist", "hypernets.experiments.adversarial")
 
 
 @pytest.fixture
@@ -129,32 +131,74 @@ def test_records_come_from_the_environment(tmp_path, monkeypatch):
         records.RunRecords(tmp_path / "file")
 
 
-def test_the_mnist_table_page_reads_what_its_training_evaluated(tmp_path, monkeypatch):
-    """A sitting trains and evaluates the MNIST table's runs (``train_all(evaluate=True)``);
-    the page's calls, on a machine without those weights, are then served by the records."""
-    params = resolve_parameters("mnist_table", "smoke", device=None, seed=None, seeds=[0],
-                                target=None, methods=["map", "bbh"], n_train=64, n_test=32,
-                                epochs=1, batch_size=None, precision=None, n_samples=None,
-                                curve_samples=None, eval_batch_size=None, options=None,
-                                architecture_options=None)
-    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path / "records"))
-    sitting = plans.mnist_table(params)
-    sitting.train_all(store=store.RunStore(tmp_path / "a"), evaluate=True)
+def smoke_params(notebook: str, **overrides):
+    names = load_profiles(notebook)["smoke"]
+    return resolve_parameters(notebook, "smoke", **{name: overrides.get(name) for name in names})
 
-    page = plans.mnist_table(params)
-    trained = {0: page.train("table_seed0", store=store.RunStore(tmp_path / "b"))}
-    variants = {0: page.train("architecture_seed0", store=store.RunStore(tmp_path / "b"))}
-    data, settings = page.data, dict(n_samples=params["n_samples"],
-                                     batch_size=params["eval_batch_size"], seed=params["seed"])
+
+SHARED = dict(seeds=[0], methods=["map", "bbh"], n_train=64, n_test=32, epochs=1)
+
+
+def test_the_mnist_and_adversarial_pages_read_what_one_sitting_evaluated(tmp_path, monkeypatch):
+    """One sitting trains the MNIST table's runs and evaluates each, as soon as it is trained,
+    for both chapters that use it (what ``hypernets-run --train-only mnist_table adversarial``
+    does); both pages, on a machine without those weights, are then served by the records."""
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path / "records"))
+    table_params = smoke_params("mnist_table", **SHARED)
+    attack_params = smoke_params("adversarial", **SHARED, detection_methods=["bbh"], n_detect=8)
+    chapters = [plans.mnist_table(table_params), plans.adversarial(attack_params)]
+    evaluated = []
+
+    def evaluate(run):
+        evaluated.append((run.name, [chapter.evaluate_run(run) for chapter in chapters]))
+        run.release()
+
+    chapters[0].train_all(store=store.RunStore(tmp_path / "a"), after_each=evaluate)
+    assert dict(evaluated) == {"map": [True, True], "bbh": [True, True],
+                               "bbh_single": [True, False], "bbh_sliced": [True, False]}
+
+    empty = store.RunStore(tmp_path / "b")
+    page = plans.mnist_table(table_params)
+    trained = {0: page.train("table_seed0", store=empty)}
+    variants = {0: page.train("architecture_seed0", store=empty)}
+    data, settings = page.data, dict(n_samples=table_params["n_samples"],
+                                     batch_size=table_params["eval_batch_size"],
+                                     seed=table_params["seed"])
     table = mnist.evaluate_seeds(trained, data.test.x, data.test.y, data.outliers.x, **settings)
     mnist.evaluate_seeds(variants, data.test.x, data.test.y, data.outliers.x, **settings)
     bins = reliability_table(trained[0], data.test.x, data.test.y, **settings)
     spread = mnist.kl_estimate_spread({**trained[0], **variants[0]}, len(data.train),
-                                      seed=params["seed"])
-    assert not any(run.in_memory for group in (trained, variants) for run in group[0].values())
-    assert not (tmp_path / "b").exists()
+                                      seed=table_params["seed"])
+
+    attack = plans.adversarial(attack_params)
+    attacked = {0: attack.train("methods_seed0", store=empty)}
+    test, p = attack.data.test, attack_params
+    curves = attack_seeds(attacked, test.x, test.y, p["epsilons"], n_samples=p["n_samples"],
+                          batch_size=p["eval_batch_size"], seed=p["seed"])
+    images = adversarial.adversarial_examples(
+        attacked[0][adversarial.example_method(p["methods"])], test.x[:4], test.y[:4],
+        p["epsilons"], n_samples=p["n_samples"], seed=p["seed"])
+    detection = adversarial.adversarial_detection(
+        {"bbh": attacked[0]["bbh"]}, test.x[:8], test.y[:8], epsilons=p["detection_epsilons"],
+        n_nets=p["detection_nets"], batch_size=p["eval_batch_size"], seed=p["seed"])
+
+    served = [*trained[0].values(), *variants[0].values(), *attacked[0].values()]
+    assert not any(run.in_memory for run in served) and not (tmp_path / "b").exists()
     assert set(table["method"]) == {"map", "bbh"} and table["error_pct"].between(0, 100).all()
-    assert bins["count"].sum() == 2 * params["n_test"] and len(spread) == 1 + len(variants[0])
+    assert bins["count"].sum() == 2 * table_params["n_test"] and len(spread) == 3
+    assert set(curves["method"]) == {"map", "bbh"} and images.shape[:2] == (len(p["epsilons"]), 4)
+    assert len(detection.table) == len(detection.scores) > 0
+    adversarial.detection_claims(detection, seed=p["seed"])
+
+
+def test_the_committed_records_are_whole_and_under_their_keys():
+    folder = ROOT / "book" / "records"
+    for path in sorted(folder.glob("*")):
+        assert path.suffix == ".json", f"{path.name}: only records belong in {folder}"
+        record = json.loads(path.read_text(encoding="utf-8"))  # read only: load() would move it
+        assert record["format"] == records.RECORDS_FORMAT
+        assert record["sha256"] == records._content_hash(record), f"{path.name} is damaged"
+        assert store.request_hash(record["request"]) == path.stem, f"{path.name} is not under its key"
 
 
 # --- the evaluation code is pinned to its versions ---------------------------------------------

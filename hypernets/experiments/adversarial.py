@@ -29,6 +29,7 @@ from hypernets.plots import figure_legend, plot_attack_curves as plot_adversaria
 from hypernets.published import compare_with_published
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
+from hypernets.training import tensor_digest
 from hypernets.validation import check_int, check_int_list
 
 __all__ = [
@@ -153,24 +154,40 @@ def clean_error_comparison(curves: pd.DataFrame) -> pd.DataFrame:
     return comparison[comparison["metric"] == "error_pct"].reset_index(drop=True)
 
 
+def example_method(methods: Sequence[str]) -> str:
+    """The run whose adversarial images the page shows: Bayes by Hypernet's (as its paper),
+    else the last of ``methods``."""
+    return "bbh" if "bbh" in methods else methods[-1]
+
+
 def adversarial_examples(run: TrainedMethod, x: Tensor, y: Tensor,
                          epsilons: Sequence[float] = PAPER_EPSILONS, *, n_samples: int,
                          pixel_range: PixelRange = MNIST_PIXELS, seed: int = 0) -> Tensor:
-    """FGSM images of a few inputs against ``run``, in raw pixels: ``[len(epsilons), B, C, H, W]``.
+    """FGSM images of a few inputs against ``run``, in raw pixels: ``[len(epsilons), B, C, H, W]``,
+    at 8 bits per pixel (as a picture shows them, and small enough for a run's record).
 
     Uses the same S sampled nets (drawn with ``seed``) for every budget, as
     :func:`hypernets.adversarial.attack_curve` does.
     """
-    method = run.method
-    method.eval()
-    device = method.device
-    with seeded(seed, device), torch.no_grad():
-        params = method.sample_params(method.n_distinct_nets(n_samples))
-    xb, yb = x.to(device), y.to(device)
-    direction = fgsm_direction(method.target, params, xb, yb)
-    images = [pixel_range.to_pixels(fgsm_step(xb, direction, epsilon, pixel_range)).cpu()
-              for epsilon in epsilons]
-    return torch.stack(images)
+    def compute() -> list:
+        method = run.method
+        method.eval()
+        device = method.device
+        with seeded(seed, device), torch.no_grad():
+            params = method.sample_params(method.n_distinct_nets(n_samples))
+        xb, yb = x.to(device), y.to(device)
+        direction = fgsm_direction(method.target, params, xb, yb)
+        images = torch.stack([pixel_range.to_pixels(fgsm_step(xb, direction, epsilon,
+                                                              pixel_range)).cpu()
+                              for epsilon in epsilons])
+        return (images.clamp(0, 1) * 255).round().to(torch.uint8).tolist()
+
+    arguments = {"x": tensor_digest(x)["sha256"], "y": tensor_digest(y)["sha256"],
+                 "epsilons": [float(eps) for eps in epsilons], "n_samples": n_samples,
+                 "pixel_range": [list(pixel_range.mean), list(pixel_range.std)], "seed": seed}
+    kept = run.evaluated("fgsm_examples", arguments, EVALUATION_VERSIONS["fgsm_examples"],
+                         compute)
+    return torch.tensor(kept, dtype=torch.float32) / 255
 
 
 def plot_adversarial_examples(images: Tensor, epsilons: Sequence[float]) -> plt.Figure:
@@ -195,6 +212,11 @@ def plot_adversarial_examples(images: Tensor, epsilons: Sequence[float]) -> plt.
 # ---------------------------------------------------------------------------------------------
 # Detecting adversarial examples (HyperGAN)
 # ---------------------------------------------------------------------------------------------
+
+
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"fgsm_examples": 1, "entropy_detection": 1}
 
 
 @dataclass(frozen=True)
@@ -243,50 +265,69 @@ def adversarial_detection(trained: Mapping[str, TrainedMethod], x: Tensor, y: Te
     if y.shape != (len(x),):
         raise ValueError(f"y must have shape [N] = [{len(x)}] to match x; got {tuple(y.shape)}")
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    arguments = {"x": tensor_digest(x)["sha256"], "y": tensor_digest(y)["sha256"],
+                 "budgets": budgets, "n_nets": n_nets, "attacks": list(attacks),
+                 "pixel_range": [list(pixel_range.mean), list(pixel_range.std)],
+                 "batch_size": batch_size, "n_resamples": n_resamples, "seed": seed}
     rows, scores = [], {}
     for name, run in trained.items():
-        method = run.method
-        method.eval()
-        drawn = method.n_distinct_nets(n_nets[-1])
-        with seeded(seed, method.device), torch.no_grad():
-            all_params = method.sample_params(drawn)
-        done: dict[int, list[dict]] = {}
-        for k in n_nets:
-            used = min(k, drawn)
-            if used in done:  # as many nets as a smaller k: the same numbers
-                for row in done[used]:
-                    rows.append({**row, "n_nets": k})
-                    key = (name, row["attack"], k, row["epsilon"])
-                    scores[key] = scores[(name, row["attack"], row["n_nets"], row["epsilon"])]
-                continue
-            params = {p: value[:used] for p, value in all_params.items()}
-            clean, adversarial = [], {(a, eps): [] for a in attacks for eps in budgets}
-            for start in range(0, len(x), batch_size):
-                xb = x[start:start + batch_size].to(method.device)
-                yb = y[start:start + batch_size].to(method.device)
-                clean.append(_entropies(method, params, xb, used))
-                for attack in attacks:
-                    for eps in budgets:
-                        images = ATTACKS[attack](method.target, params, xb, yb, eps, pixel_range)
-                        adversarial[(attack, eps)].append(_entropies(method, params, images, used))
-            clean_scores = np.concatenate([part[0] for part in clean])
-            done[used] = []
-            for (attack, eps), parts in adversarial.items():
-                attacked = np.concatenate([part[0] for part in parts])
-                probs = torch.cat([part[1] for part in parts], dim=1)
-                low, high = metrics.auroc_interval(clean_scores, attacked,
-                                                   n_resamples=n_resamples, seed=seed)
-                row = {"method": name, "label": run.label, "attack": attack, "n_nets": k,
-                       "n_nets_used": used, "epsilon": eps,
-                       "accuracy": metrics.accuracy(probs, y.cpu()),
-                       "entropy_clean": float(clean_scores.mean()),
-                       "entropy_adversarial": float(attacked.mean()),
-                       "auroc": metrics.ood_metrics(clean_scores, attacked)["auroc"],
-                       "auroc_low": low, "auroc_high": high}
-                rows.append(row)
-                done[used].append(row)
-                scores[(name, attack, k, eps)] = (clean_scores, attacked)
+        kept = run.evaluated(
+            "entropy_detection", arguments, EVALUATION_VERSIONS["entropy_detection"],
+            lambda run=run: _detect(run.method, x, y, budgets=budgets, n_nets=n_nets,
+                                    attacks=attacks, pixel_range=pixel_range,
+                                    batch_size=batch_size, n_resamples=n_resamples, seed=seed))
+        rows += [{"method": name, "label": run.label, **row} for row in kept["rows"]]
+        for attack, k, eps, clean, attacked in kept["scores"]:
+            scores[(name, attack, k, eps)] = (np.asarray(clean), np.asarray(attacked))
     return DetectionResults(pd.DataFrame(rows), scores, tuple(n_nets))
+
+
+def _detect(method, x: Tensor, y: Tensor, *, budgets: list[float], n_nets: list[int],
+            attacks: Sequence[str], pixel_range: PixelRange, batch_size: int, n_resamples: int,
+            seed: int) -> dict[str, list]:
+    """One run's part of :func:`adversarial_detection`: its rows (without method and label)
+    and its entropies, ``[attack, k, epsilon, clean, adversarial]`` per attack, k and budget."""
+    method.eval()
+    drawn = method.n_distinct_nets(n_nets[-1])
+    with seeded(seed, method.device), torch.no_grad():
+        all_params = method.sample_params(drawn)
+    rows, scores = [], []
+    done: dict[int, list[tuple[dict, list]]] = {}
+    for k in n_nets:
+        used = min(k, drawn)
+        if used in done:  # as many nets as a smaller k: the same numbers
+            for row, entropies in done[used]:
+                rows.append({**row, "n_nets": k})
+                scores.append([row["attack"], k, row["epsilon"], *entropies])
+            continue
+        params = {p: value[:used] for p, value in all_params.items()}
+        clean, adversarial = [], {(a, eps): [] for a in attacks for eps in budgets}
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(method.device)
+            yb = y[start:start + batch_size].to(method.device)
+            clean.append(_entropies(method, params, xb, used))
+            for attack in attacks:
+                for eps in budgets:
+                    images = ATTACKS[attack](method.target, params, xb, yb, eps, pixel_range)
+                    adversarial[(attack, eps)].append(_entropies(method, params, images, used))
+        clean_scores = np.concatenate([part[0] for part in clean])
+        done[used] = []
+        for (attack, eps), parts in adversarial.items():
+            attacked = np.concatenate([part[0] for part in parts])
+            probs = torch.cat([part[1] for part in parts], dim=1)
+            low, high = metrics.auroc_interval(clean_scores, attacked,
+                                               n_resamples=n_resamples, seed=seed)
+            row = {"attack": attack, "n_nets": k, "n_nets_used": used, "epsilon": eps,
+                   "accuracy": metrics.accuracy(probs, y.cpu()),
+                   "entropy_clean": float(clean_scores.mean()),
+                   "entropy_adversarial": float(attacked.mean()),
+                   "auroc": metrics.ood_metrics(clean_scores, attacked)["auroc"],
+                   "auroc_low": low, "auroc_high": high}
+            entropies = [clean_scores.tolist(), attacked.tolist()]
+            rows.append(row)
+            scores.append([attack, k, eps, *entropies])
+            done[used].append((row, entropies))
+    return {"rows": rows, "scores": scores}
 
 
 def detection_claims(results: DetectionResults, *, n_resamples: int = 1000,
