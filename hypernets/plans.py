@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernets.data import (ImageSplits, load_cifar5_splits, load_cifar10, load_mnist,
-                            load_mnist_splits)
 from hypernets.adversarial import adversarial_curves as attack_curves
+from hypernets.data import (CIFAR10_PIXELS, ImageSplits, load_cifar5_splits, load_cifar10,
+                            load_mnist, load_mnist_splits)
 from hypernets.evaluation import reliability_table
 from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
 from hypernets.experiments import adversarial as adversarial_chapter
@@ -143,11 +143,17 @@ def bbh_noise(params: Mapping[str, Any]) -> ChapterPlan:
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
     variants = mnist.noise_variant_options(params["options"])
     options = {**{k: dict(v) for k, v in (params["options"] or {}).items()}, **variants}
+
+    def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
+        mnist.evaluate_methods(runs, data.test.x, data.test.y, data.outliers.x,
+                               n_samples=params["n_samples"], batch_size=params["eval_batch_size"],
+                               seed=params["seed"])
+
     return ChapterPlan(data, {
         SEED_GROUP.format("noise", seed): _lenet_runs(
             {**params, "training_seed": seed, "options": options}, data, ["bbh", *variants],
             "lenet")
-        for seed in params["seeds"]})
+        for seed in params["seeds"]}, evaluate)
 
 
 def train_seeds(plan: ChapterPlan, group: str, seeds: Sequence[int], *,
@@ -225,11 +231,26 @@ def cifar5_table(params: Mapping[str, Any]) -> ChapterPlan:
     evaluate = TestError(cifar.centre_crop(data.test.x), data.test.y,
                          n_samples=params["curve_samples"], batch_size=params["eval_batch_size"],
                          seed=params["seed"])
+    first_seed = params["seeds"][0]
+
+    def evaluate_runs(group: str, runs: Mapping[str, TrainedMethod]) -> None:
+        # What the notebook computes: every run's row, entropy ECDFs and FGSM curve; the first
+        # seed's reliability bins.
+        settings = dict(batch_size=params["eval_batch_size"], seed=params["seed"])
+        cifar.evaluate_cifar5(runs, data, n_samples=params["n_samples"], **settings)
+        if group == SEED_GROUP.format("table", first_seed):
+            reliability_table(runs, cifar.centre_crop(data.test.x), data.test.y,
+                              n_samples=params["n_samples"], **settings)
+        n = params["n_attack"]
+        attack_curves(runs, cifar.centre_crop(data.test.x[:n]), data.test.y[:n],
+                      params["epsilons"], n_samples=params["attack_nets"],
+                      pixel_range=CIFAR10_PIXELS, **settings)
+
     return ChapterPlan(data, {SEED_GROUP.format("table", seed): run_requests(
         params["methods"], target, data.train.x, data.train.y, epochs=params["epochs"],
         batch_size=params["batch_size"], device=params["device"], seed=seed,
         options=params["options"], transform=cifar.RandomCropFlip(), evaluate=evaluate,
-        precision=params["precision"]) for seed in params["seeds"]})
+        precision=params["precision"]) for seed in params["seeds"]}, evaluate_runs)
 
 
 def weight_correlations(params: Mapping[str, Any]) -> ChapterPlan:
@@ -337,7 +358,15 @@ def hypergan_tables(params: Mapping[str, Any]) -> ChapterPlan:
                 params["methods"], hypergan_tables_chapter.TARGETS[name], train.x, train.y,
                 epochs=epochs, batch_size=params["batch_size"], device=params["device"],
                 seed=seed, options=options, evaluate=curve, precision=params["precision"])
-    return ChapterPlan(data, groups)
+
+    def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
+        test = data[group.rsplit(SEED_GROUP.format("", ""), 1)[0]][1]
+        hypergan_tables_chapter.accuracy_by_nets(runs, test.x, test.y,
+                                                 sizes=params["ensemble_sizes"],
+                                                 batch_size=params["eval_batch_size"],
+                                                 seed=params["seed"])
+
+    return ChapterPlan(data, groups, evaluate)
 
 
 #: Notebook name -> the function that plans its runs from its resolved parameters.

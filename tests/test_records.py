@@ -23,14 +23,16 @@ from hypernets import plans, records, runs, store
 from hypernets.adversarial import attack_seeds
 from hypernets.book import load_profiles, resolve_parameters
 from hypernets.evaluation import reliability_table
-from hypernets.experiments import adversarial, mnist
+from hypernets.data import CIFAR10_PIXELS
+from hypernets.experiments import adversarial, cifar, hypergan_tables, mnist
 from test_store import ROOT, _closure, _module_path, _normalised, request, same_state
 
 RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
 
 #: Modules whose EVALUATION_VERSIONS name evaluations that records keep.
 EVALUATING_MODULES = ("hypernets.evaluation", "hypernets.adversarial",
-                      "hypernets.experiments.mnist", "hypernets.experiments.adversarial")
+                      "hypernets.experiments.mnist", "hypernets.experiments.adversarial",
+                      "hypernets.experiments.cifar", "hypernets.experiments.hypergan_tables")
 
 
 @pytest.fixture
@@ -189,6 +191,64 @@ def test_the_mnist_and_adversarial_pages_read_what_one_sitting_evaluated(tmp_pat
     assert set(curves["method"]) == {"map", "bbh"} and images.shape[:2] == (len(p["epsilons"]), 4)
     assert len(detection.table) == len(detection.scores) > 0
     adversarial.detection_claims(detection, seed=p["seed"])
+
+
+def sitting_then_page(plan_of, params, tmp_path, monkeypatch):
+    """Train and evaluate a chapter's runs in one sitting, then plan it again as a page on a
+    machine with an empty store: (page plan, its runs per group)."""
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path / "records"))
+    sitting = plan_of(params)
+    sitting.train_all(store=store.RunStore(tmp_path / "a"),
+                      after_each=lambda run: (sitting.evaluate_run(run), run.release()))
+    page = plan_of(params)
+    return page, {group: page.train(group, store=store.RunStore(tmp_path / "b"))
+                  for group in page.groups}
+
+
+def served_from_records(groups, tmp_path) -> bool:
+    return (not any(run.in_memory for runs in groups.values() for run in runs.values())
+            and not (tmp_path / "b").exists())
+
+
+def test_the_noise_ablation_page_reads_what_its_sitting_evaluated(tmp_path, monkeypatch):
+    params = smoke_params("bbh_noise", seeds=[0], n_train=64, n_test=32, epochs=1)
+    page, groups = sitting_then_page(plans.bbh_noise, params, tmp_path, monkeypatch)
+    data = page.data
+    table = mnist.evaluate_seeds({0: groups["noise_seed0"]}, data.test.x, data.test.y,
+                                 data.outliers.x, n_samples=params["n_samples"],
+                                 batch_size=params["eval_batch_size"], seed=params["seed"])
+    assert served_from_records(groups, tmp_path) and len(table) == len(groups["noise_seed0"])
+
+
+def test_the_cifar5_page_reads_what_its_sitting_evaluated(tmp_path, monkeypatch):
+    params = smoke_params("cifar5_table", seeds=[0], methods=["map", "mc_dropout"], n_train=20,
+                          n_test=10, n_attack=4)
+    page, groups = sitting_then_page(plans.cifar5_table, params, tmp_path, monkeypatch)
+    data, runs, p = page.data, {0: groups["table_seed0"]}, params
+    per_seed, ecdf = cifar.evaluate_seeds(runs, data, n_samples=p["n_samples"],
+                                          batch_size=p["eval_batch_size"], seed=p["seed"])
+    reliability_table(runs[0], cifar.centre_crop(data.test.x), data.test.y,
+                      n_samples=p["n_samples"], batch_size=p["eval_batch_size"], seed=p["seed"])
+    attack = attack_seeds(runs, cifar.centre_crop(data.test.x[:p["n_attack"]]),
+                          data.test.y[:p["n_attack"]], p["epsilons"], n_samples=p["attack_nets"],
+                          pixel_range=CIFAR10_PIXELS, batch_size=p["eval_batch_size"],
+                          seed=p["seed"])
+    assert served_from_records(groups, tmp_path)
+    assert list(ecdf.columns) == ["method", "label", "data", "entropy", "cdf", "seed"]
+    assert len(per_seed) == 2 and len(attack) == 2 * len(p["epsilons"])
+
+
+def test_hypergans_tables_page_reads_what_its_sitting_evaluated(tmp_path, monkeypatch):
+    params = smoke_params("hypergan_tables", seeds=[0], methods=["map", "hypergan"], n_train=32,
+                          n_test=16, cifar_n_train=32, cifar_n_test=16)
+    page, groups = sitting_then_page(plans.hypergan_tables, params, tmp_path, monkeypatch)
+    for name in hypergan_tables.TARGETS:
+        test = page.data[name][1]
+        table = hypergan_tables.accuracy_over_seeds(
+            {0: groups[f"{name}_seed0"]}, test.x, test.y, sizes=params["ensemble_sizes"],
+            batch_size=params["eval_batch_size"], seed=params["seed"])
+        assert len(table) == 2
+    assert served_from_records(groups, tmp_path)
 
 
 def test_the_committed_records_are_whole_and_under_their_keys():

@@ -29,6 +29,7 @@ from hypernets.evaluation import (accuracy_and_outlier_claims, classification_ro
                                   entropy_ecdf_table, predict_probs)
 from hypernets.runs import TrainedMethod
 from hypernets.targets import TargetNet, cifar_resnet, get_target
+from hypernets.training import tensor_digest
 from hypernets.validation import check_int, check_positive_int
 
 __all__ = [
@@ -144,6 +145,11 @@ def make_target(units_per_stage: int = _DEFAULT_UNITS_PER_STAGE) -> TargetNet:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"cifar5.classification": 1}
+
+
 def evaluate_cifar5(trained: Mapping[str, TrainedMethod], data: ImageSplits, *, n_samples: int,
                     batch_size: int = 1000, seed: int = 0,
                     n_points: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -163,15 +169,27 @@ def evaluate_cifar5(trained: Mapping[str, TrainedMethod], data: ImageSplits, *, 
     if not trained:
         raise ValueError("trained must hold at least one trained method")
     x_in, x_out = centre_crop(data.test.x), centre_crop(data.outliers.x)
+    arguments = {"x_test": tensor_digest(x_in)["sha256"],
+                 "y_test": tensor_digest(data.test.y)["sha256"],
+                 "x_ood": tensor_digest(x_out)["sha256"], "n_samples": n_samples,
+                 "batch_size": batch_size, "seed": seed, "n_points": n_points}
     rows, curves = [], []
     for name, run in trained.items():
-        probs = {"in": predict_probs(run, x_in, n_samples, batch_size=batch_size, seed=seed),
-                 "out": predict_probs(run, x_out, n_samples, batch_size=batch_size, seed=seed)}
-        detection = metrics.ood_metrics_from_probs(probs["in"], probs["out"], score="entropy")
-        rows.append({"method": name, "label": run.label, "n_nets": probs["in"].shape[0],
-                     **classification_row(probs["in"], data.test.y, probs["out"]),
-                     "ood_auroc": detection["auroc"], "train_time_s": run.train_time_s})
-        curves.append(entropy_ecdf_table(probs, n_points=n_points, method=name, label=run.label))
+        def compute(run=run) -> dict:
+            probs = {"in": predict_probs(run, x_in, n_samples, batch_size=batch_size, seed=seed),
+                     "out": predict_probs(run, x_out, n_samples, batch_size=batch_size, seed=seed)}
+            detection = metrics.ood_metrics_from_probs(probs["in"], probs["out"], score="entropy")
+            return {"row": {"n_nets": probs["in"].shape[0],
+                            **classification_row(probs["in"], data.test.y, probs["out"]),
+                            "ood_auroc": detection["auroc"]},
+                    "ecdf": entropy_ecdf_table(probs, n_points=n_points).to_dict("records")}
+
+        kept = run.evaluated("cifar5.classification", arguments,
+                             EVALUATION_VERSIONS["cifar5.classification"], compute)
+        rows.append({"method": name, "label": run.label, **kept["row"],
+                     "train_time_s": run.train_time_s})
+        curves.append(pd.DataFrame(kept["ecdf"]).assign(method=name, label=run.label)
+                      [["method", "label", "data", "entropy", "cdf"]])
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
 
 

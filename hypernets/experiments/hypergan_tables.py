@@ -22,6 +22,7 @@ from hypernets import metrics
 from hypernets.evaluation import SD_SUFFIX, noninferiority_verdict, predict_probs, seed_summary
 from hypernets.plots import figure_legend
 from hypernets.runs import TrainedMethod
+from hypernets.training import tensor_digest
 from hypernets.validation import check_int_list
 
 #: HyperGAN's ensemble sizes.
@@ -31,6 +32,11 @@ TARGETS = {"mnist": "mnist_small_conv", "cifar10": "cifar_small_conv"}
 #: "Competitive with fully supervised learning": at most this many percentage points of test
 #: accuracy below MAP, per data set.
 ACCURACY_TOLERANCE_PP = {"mnist": 0.5, "cifar10": 2.0}
+
+
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"accuracy_by_nets": 1}
 
 
 def accuracy_column(k: int) -> str:
@@ -50,17 +56,25 @@ def accuracy_by_nets(trained: Mapping[str, TrainedMethod], x: Tensor, y: Tensor,
     :func:`accuracy_column` of every size (``k`` capped at the nets drawn).
     """
     sizes = sorted(set(check_int_list("sizes", sizes, minimum=1)))
+    arguments = {"x": tensor_digest(x)["sha256"], "y": tensor_digest(y)["sha256"],
+                 "sizes": sizes, "batch_size": batch_size, "seed": seed}
     rows = []
     for name, run in trained.items():
-        probs = predict_probs(run, x, sizes[-1], batch_size=batch_size, seed=seed)
-        labels = y.cpu()
-        singles = torch.tensor([metrics.accuracy(p[None], labels) for p in probs])
-        row = {"method": name, "label": run.label, "n_nets_used": probs.shape[0],
-               "single_accuracy": 100.0 * float(singles.mean()),
-               "single_accuracy_spread": 100.0 * float(singles.std()) if len(singles) > 1 else 0.0}
-        for k in sizes:
-            row[accuracy_column(k)] = 100.0 * metrics.accuracy(probs[:k], labels)
-        rows.append(row)
+        def compute(run=run) -> dict[str, float]:
+            probs = predict_probs(run, x, sizes[-1], batch_size=batch_size, seed=seed)
+            labels = y.cpu()
+            singles = torch.tensor([metrics.accuracy(p[None], labels) for p in probs])
+            row = {"n_nets_used": probs.shape[0],
+                   "single_accuracy": 100.0 * float(singles.mean()),
+                   "single_accuracy_spread":
+                       100.0 * float(singles.std()) if len(singles) > 1 else 0.0}
+            for k in sizes:
+                row[accuracy_column(k)] = 100.0 * metrics.accuracy(probs[:k], labels)
+            return row
+
+        row = run.evaluated("accuracy_by_nets", arguments, EVALUATION_VERSIONS["accuracy_by_nets"],
+                            compute)
+        rows.append({"method": name, "label": run.label, **row})
     return pd.DataFrame(rows)
 
 
