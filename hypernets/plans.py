@@ -53,18 +53,21 @@ class ChapterPlan:
         return train_runs(self.groups[group], store=store, progress=progress)
 
     def train_all(self, *, store: RunStore | None | str = "default", progress: bool = False,
-                  after_each: Callable[[TrainedMethod], None] | None = None
+                  after_each: Callable[[TrainedMethod], None] | None = None,
+                  admit: Callable[[RunRequest], bool] | None = None
                   ) -> dict[str, dict[str, TrainedMethod]]:
         """Train (or load) every group, with one progress bar over all of them: group -> runs.
 
         ``after_each`` is called with every run as soon as it is there, before the next one
-        trains (e.g. :meth:`evaluate_run` of every chapter that shares it).
+        trains (e.g. :meth:`evaluate_run` of every chapter that shares it); runs that
+        ``admit`` refuses to train are left out (:func:`~hypernets.runs.train_runs`).
         """
         for group in self.groups.values():
             check_requests(group)
         bar = progress_bar(self.requests) if progress else False
         try:
-            return {name: train_runs(group, store=store, progress=bar, after_each=after_each)
+            return {name: train_runs(group, store=store, progress=bar, after_each=after_each,
+                                     admit=admit)
                     for name, group in self.groups.items()}
         finally:
             if bar:

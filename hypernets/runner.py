@@ -447,13 +447,31 @@ def execute(plan: RunPlan) -> Path:
     return plan.output
 
 
-def train_only(plans: Sequence[RunPlan]) -> None:
+def train_only(plans: Sequence[RunPlan], *, hours: float | None = None) -> None:
     """Train (or resume) every run the notebooks of ``plans`` need, into the run store,
     without executing them; one progress bar over each notebook's runs. Where runs keep
     records (``$HYPERNETS_RECORDS``), each run is evaluated, as soon as it is trained, by
     every chapter of ``plans`` that uses it, into its record. The notebook runs afterwards
-    load them (:mod:`hypernets.plans`)."""
+    load them (:mod:`hypernets.plans`). With ``hours``, a run that its measured estimate
+    (:func:`hypernets.runs.estimate_seconds`) says would not finish within ``hours`` of the
+    start is skipped."""
     from hypernets.plans import PLANS
+    from hypernets.runs import estimate_seconds
+
+    deadline = None if hours is None else time.monotonic() + 3600 * hours
+    skipped = []
+
+    def admit(request) -> bool:
+        if deadline is None:
+            return True
+        needed = estimate_seconds(request)["total_s"]
+        left = deadline - time.monotonic()
+        if needed <= left:
+            return True
+        skipped.append(request.name)
+        print(f"  skipped {request.name}: it needs about {needed / 60:.0f} min, "
+              f"{max(left, 0) / 60:.0f} min of the sitting are left", flush=True)
+        return False
 
     for plan in plans:
         if plan.name not in PLANS:
@@ -475,7 +493,7 @@ def train_only(plans: Sequence[RunPlan]) -> None:
         print(f"training the runs of {_display_path(plan.source)} (profile {plan.profile}) ...",
               flush=True)
         started = time.perf_counter()
-        groups = chapter.train_all(progress=True, after_each=evaluate)
+        groups = chapter.train_all(progress=True, after_each=evaluate, admit=admit)
         for group, trained in groups.items():
             for name, run in trained.items():
                 how = ("recorded" if run.from_record else "in the store" if run.loaded
@@ -483,6 +501,9 @@ def train_only(plans: Sequence[RunPlan]) -> None:
                 print(f"  {group}/{name}: {how}, {run.train_time_s:.0f} s of training, "
                       f"key {run.key}", flush=True)
         print(f"trained in {time.perf_counter() - started:.1f} s", flush=True)
+    if skipped:
+        print(f"{len(skipped)} runs did not fit in the sitting ({', '.join(skipped)}); run the "
+              "same command again to train them", flush=True)
 
 
 def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
@@ -551,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
              "without executing them; run them afterwards to evaluate",
     )
     parser.add_argument(
+        "--hours",
+        type=float,
+        help="with --train-only: a sitting of this many hours; a run whose measured estimate "
+             "(as --estimate) does not fit in the time left is skipped, and later, shorter runs "
+             "still train",
+    )
+    parser.add_argument(
         "--estimate",
         action="store_true",
         help="print how long the runs the notebooks need would train here, from a few timed "
@@ -592,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile in RESULT_PROFILES:
             # The book's runs keep their records beside the pages (hypernets.records).
             os.environ.setdefault(RECORDS_ENV, str(RECORDS_DIR))
+        if args.hours is not None and (not args.train_only or not args.hours > 0):
+            raise RunnerError(f"--hours needs --train-only and a number of hours above 0, got "
+                              f"{args.hours}")
         if args.train_only:
-            train_only(plans)
+            train_only(plans, hours=args.hours)
             return 0
         for plan in plans:
             if args.estimate:

@@ -317,9 +317,14 @@ def _from_entry(request: RunRequest, settings: dict, method: Method, entry: dict
                          entry["history"], key, loaded=True, trained_with=entry["trained_with"])
 
 
+class RunNotAdmitted(Exception):
+    """A run that would have to train was refused by the ``admit`` hook of :func:`train_run`."""
+
+
 def train_run(request: RunRequest, *, store: RunStore | None = None,
               records: RunRecords | None = None, progress: bool = False,
-              on_step: Callable[[int], None] | None = None) -> TrainedMethod:
+              on_step: Callable[[int], None] | None = None,
+              admit: Callable[[RunRequest], bool] | None = None) -> TrainedMethod:
     """Load ``request``'s run from ``store``, or train it there (resuming a stopped run).
 
     Without a store the run trains in memory. Either way the global RNG is left as it was, so
@@ -328,7 +333,9 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
 
     With ``records`` (:mod:`hypernets.records`) a run that has a record is served from it
     without loading its weights (they are loaded, or trained again, when its method is first
-    used), and a run trained or loaded here gets a record.
+    used), and a run trained or loaded here gets a record. ``admit``, if given, is asked
+    before a run starts (or resumes) training; if it says no, :class:`RunNotAdmitted` is
+    raised and nothing is trained.
     """
     if records is not None:
         with seeded(request.seed):
@@ -336,7 +343,8 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
         key = request_hash(document)
         record = records.load(key, document)
         if record is None:
-            run = train_run(request, store=store, progress=progress, on_step=on_step)
+            run = train_run(request, store=store, progress=progress, on_step=on_step,
+                            admit=admit)
             records.save_run(key, document, history=run.history, train_time_s=run.train_time_s,
                              trained_with=run.trained_with)
         else:
@@ -360,6 +368,8 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
             entry = store.load(key, document)
             if entry is not None:
                 return _from_entry(request, settings, method, entry, key)
+        if admit is not None and not admit(request):
+            raise RunNotAdmitted(request.name)
         _synchronize(device)
         started = time.perf_counter()
         fit_kwargs = dict(epochs=settings["epochs"], steps=settings["steps"],
@@ -463,8 +473,8 @@ def resolve_records(records: RunRecords | None | str) -> RunRecords | None:
 
 def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str = "default",
                records: RunRecords | None | str = "default", progress: bool | tqdm = False,
-               after_each: Callable[[TrainedMethod], None] | None = None
-               ) -> dict[str, TrainedMethod]:
+               after_each: Callable[[TrainedMethod], None] | None = None,
+               admit: Callable[[RunRequest], bool] | None = None) -> dict[str, TrainedMethod]:
     """Train (or load) every request one after the other: run name -> TrainedMethod.
 
     ``store`` is a :class:`~hypernets.store.RunStore`, ``"default"`` (the store at
@@ -473,7 +483,8 @@ def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str =
     Every request is checked before the first one trains. ``progress`` draws one bar over the
     steps of all runs still to train, with its ETA (or advances a bar of
     :func:`progress_bar` shared with other calls). ``after_each`` is called with every run as
-    soon as it is there (to evaluate it before the next one trains).
+    soon as it is there (to evaluate it before the next one trains). A run that ``admit``
+    refuses to train (see :func:`train_run`) is left out of the result.
     """
     check_requests(requests)
     store = resolve_store(store)
@@ -493,12 +504,16 @@ def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str =
 
         if bar is not None:
             bar.set_description(f"training {request.name}")
-        trained[request.name] = train_run(request, store=store, records=records,
-                                          on_step=advance if bar is not None else None)
-        if bar is not None and last is None:  # loaded from the store: nothing trained
+        try:
+            trained[request.name] = train_run(request, store=store, records=records,
+                                              on_step=advance if bar is not None else None,
+                                              admit=admit)
+        except RunNotAdmitted:
+            pass
+        if bar is not None and last is None:  # loaded, or not admitted: nothing trained
             bar.total -= request.total_steps()
             bar.refresh()
-        if after_each is not None:
+        if after_each is not None and request.name in trained:
             after_each(trained[request.name])
     if progress is True:
         bar.close()

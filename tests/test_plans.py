@@ -215,3 +215,18 @@ def test_the_result_profiles_keep_their_runs_records_beside_the_pages(tmp_path, 
     assert len(list((tmp_path / "records").glob("*.json"))) == 1
     assert runner.main(["--train-only", "--profile", "full", *arguments, "adversarial"]) == 0
     assert "methods_seed0/map: recorded" in capsys.readouterr().out
+
+
+def test_a_sitting_skips_the_runs_that_do_not_fit_in_its_hours(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path))
+    small = {key: str(value) for key, value in SMALL.items() if key != "options"}
+    arguments = [item for key, value in small.items() for item in ("-p", key, value)]
+    arguments += ["-p", "methods", "[map, ensemble]", "-p", "detection_methods", "[map]"]
+    assert runner.main(["--train-only", "--hours", "1e-7", *arguments, "adversarial"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped map" in printed and "skipped ensemble" in printed
+    assert "2 runs did not fit in the sitting" in printed and not list(tmp_path.glob("*/run.pt"))
+    assert runner.main(["--train-only", "--hours", "1", *arguments, "adversarial"]) == 0
+    assert "methods_seed0/ensemble: trained" in capsys.readouterr().out
+    assert runner.main(["--hours", "1", *arguments, "adversarial"]) == 2
+    assert "--hours needs --train-only" in capsys.readouterr().err
