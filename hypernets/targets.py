@@ -54,6 +54,11 @@ def to_stacked(h: Tensor, layout: str, n_samples: int) -> Tensor:
     return h
 
 
+def _shared(params: Mapping[str, Tensor]) -> bool:
+    """Whether every tensor is one tensor expanded along S (stride 0): the same for all nets."""
+    return all(t.stride(0) == 0 for t in params.values())
+
+
 def to_grouped(h: Tensor, layout: str, n_samples: int) -> Tensor:
     """Feature maps in any layout -> [B, S * C, H, W]."""
     if layout == SHARED:
@@ -490,8 +495,9 @@ class TargetNet:
     def __call__(self, params: Mapping[str, Tensor], x: Tensor, *, dropout: float = 0.0) -> Tensor:
         """All S networks at once -> [S, B, n_outputs].
 
-        A shared input stays uncopied until the first layer with parameters, which runs all S
-        nets as one wide convolution or matmul; feature maps then travel as channel groups
+        A shared input stays uncopied until the first layer whose parameters differ between
+        the nets (layers whose parameters are one tensor expanded along S run once), which runs
+        all S nets as one wide convolution or matmul; feature maps then travel as channel groups
         ([B, S * C, H, W]) through grouped convolutions until the flatten.
 
         ``dropout`` > 0 applies (training-mode) dropout at each :class:`Dropout` marker,
@@ -514,6 +520,11 @@ class TargetNet:
                 h = F.dropout(h, dropout, training=True)
                 continue
             local = {k: params[f"{layer_name}.{k}"] for k in layer.param_shapes()}
+            if layout == SHARED and local and n_samples > 1 and _shared(local):
+                # The same weights for all S nets (MC dropout's layers before its first mask):
+                # one net's forward serves them all, and the input stays shared.
+                h = layer.forward_single({k: v[0] for k, v in local.items()}, h)
+                continue
             h, layout = layer.forward_layout(local, h, layout, n_samples)
         return to_stacked(h, layout, n_samples)
 

@@ -26,6 +26,25 @@ def test_batched_call_equals_per_sample_loop(name, n_samples):
     torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("shared_layers", [1, 2, "all"])
+def test_layers_shared_by_all_nets_run_once_and_give_the_per_sample_loop(name, shared_layers):
+    """Parameters expanded along S (one tensor for all nets, as MC dropout's before its masks)
+    take the single-net path until the first per-net layer; the result is the loop's."""
+    gen = torch.Generator().manual_seed(0)
+    net = get_target(name)
+    params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in net.init(3, gen).items()}
+    layers = [layer_name for layer_name, layer in net.layers if layer.param_shapes()]
+    shared = layers if shared_layers == "all" else layers[:shared_layers]
+    params = {k: (v[:1].expand_as(v) if k.split(".")[0] in shared else v) for k, v in params.items()}
+    x = _inputs(net, 4, gen)
+    looped = torch.stack([net.forward_single({k: v[s] for k, v in params.items()}, x)
+                          for s in range(3)])
+    torch.testing.assert_close(net(params, x), looped, rtol=1e-5, atol=1e-5)
+    materialised = {k: v.contiguous() for k, v in params.items()}
+    torch.testing.assert_close(net(params, x), net(materialised, x), rtol=1e-5, atol=1e-5)
+
+
 #: bf16 keeps 8 bits of mantissa (relative rounding 2^-8 = 0.4 %); through a few layers the
 #: outputs of a bf16 forward lie within about 5 % of their scale of the float32 ones.
 BF16_TOLERANCE = 0.05

@@ -32,7 +32,7 @@ from hypernets import metrics
 from hypernets.data import ImageData
 from hypernets.evaluation import ordering_verdict, seed_summary
 from hypernets.likelihoods import Categorical
-from hypernets.methods.registry import make_method, method_label
+from hypernets.methods.registry import make_method, method_class, method_label
 from hypernets.plots import figure_legend
 from hypernets.seeding import seeded
 from hypernets.records import RunRecords, default_records
@@ -122,8 +122,10 @@ class Trajectory:
         return f"{self.method} {self.acquisition} {'warm' if self.warm_start else 'cold'} #{self.repeat}"
 
     def document(self, train: ImageData, test: ImageData) -> dict[str, Any]:
-        """The store's key document: the settings, the data and the computation's version."""
+        """The store's key document: the settings, the data, the computation's version and
+        the method's training version (a change to how the method trains or predicts)."""
         return {"kind": "active_learning_trajectory", "version": TRAJECTORY_VERSION,
+                "method_version": method_class(self.method).training_version,
                 "settings": {k: (dict(v) if isinstance(v, Mapping) else v)
                              for k, v in self.__dict__.items()},
                 "train_x": tensor_digest(train.x), "train_y": tensor_digest(train.y),

@@ -30,6 +30,10 @@ class MCDropout(Method):
     ``p = 0.5`` is the rate Srivastava et al. recommend for hidden units.
     """
 
+    #: 2: the layers before the first dropout mask run once for all S nets (the same maths,
+    #: other rounding).
+    training_version = 2
+
     def __init__(self, target: TargetNet, likelihood: Likelihood, *, p: float = 0.5,
                  prior_std: float = 1.0, train_samples: int | None = None,
                  generator: torch.Generator | None = None):
