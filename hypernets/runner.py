@@ -276,6 +276,21 @@ def _results_env(scratch: Path | None, destination: Path | None) -> Iterator[Non
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _records_env(profile: str) -> Iterator[None]:
+    """The result profiles' runs keep their records beside the pages (:mod:`hypernets.records`):
+    ``$HYPERNETS_RECORDS`` defaults to :data:`RECORDS_DIR` while they run (and the kernels they
+    start inherit it)."""
+    if profile not in RESULT_PROFILES or RECORDS_ENV in os.environ:
+        yield
+        return
+    os.environ[RECORDS_ENV] = str(RECORDS_DIR)
+    try:
+        yield
+    finally:
+        os.environ.pop(RECORDS_ENV, None)
+
+
 #: Profiles whose runs are results: the book's ``full`` (on a 2-core CPU) and ``paper``.
 RESULT_PROFILES = ("full", "paper")
 
@@ -617,23 +632,23 @@ def main(argv: list[str] | None = None) -> int:
         plans = [plan_run(source, args.profile, raw_overrides, args.output_dir) for source in sources]
         if args.train_only and args.estimate:
             raise RunnerError("give --train-only or --estimate, not both")
-        if args.profile in RESULT_PROFILES:
-            # The book's runs keep their records beside the pages (hypernets.records).
-            os.environ.setdefault(RECORDS_ENV, str(RECORDS_DIR))
         if args.hours is not None and (not args.train_only or not args.hours > 0):
             raise RunnerError(f"--hours needs --train-only and a number of hours above 0, got "
                               f"{args.hours}")
-        if args.train_only:
-            train_only(plans, hours=args.hours)
-            return 0
-        for plan in plans:
-            if args.estimate:
-                estimate(plan)
-                continue
-            print(f"running {_display_path(plan.source)} (profile {plan.profile}) ...", flush=True)
-            started = time.perf_counter()
-            output = execute(plan)
-            print(f"wrote {_display_path(output)} in {time.perf_counter() - started:.1f} s", flush=True)
+        with _records_env(args.profile):
+            if args.train_only:
+                train_only(plans, hours=args.hours)
+                return 0
+            for plan in plans:
+                if args.estimate:
+                    estimate(plan)
+                    continue
+                print(f"running {_display_path(plan.source)} (profile {plan.profile}) ...",
+                      flush=True)
+                started = time.perf_counter()
+                output = execute(plan)
+                print(f"wrote {_display_path(output)} in {time.perf_counter() - started:.1f} s",
+                      flush=True)
     except RunnerError as error:
         print(f"hypernets-run: error: {error}", file=sys.stderr)
         return 2

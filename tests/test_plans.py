@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hypernets import plans, runner
@@ -205,8 +207,7 @@ def test_the_result_profiles_keep_their_runs_records_beside_the_pages(tmp_path, 
                                                                         capsys):
     monkeypatch.setenv("HYPERNETS_RUNS", str(tmp_path / "runs"))
     monkeypatch.setattr(runner, "RECORDS_DIR", tmp_path / "records")
-    monkeypatch.setenv(RECORDS_ENV, "set here so that monkeypatch restores it")
-    monkeypatch.delenv(RECORDS_ENV)
+    monkeypatch.delenv(RECORDS_ENV, raising=False)
     small = {key: str(value) for key, value in SMALL.items() if key != "options"}
     arguments = [item for key, value in small.items() for item in ("-p", key, value)]
     arguments += ["-p", "methods", "[map]", "-p", "detection_methods", "[map]", "-p", "n_detect", "8"]
@@ -215,6 +216,7 @@ def test_the_result_profiles_keep_their_runs_records_beside_the_pages(tmp_path, 
     assert len(list((tmp_path / "records").glob("*.json"))) == 1
     assert runner.main(["--train-only", "--profile", "full", *arguments, "adversarial"]) == 0
     assert "methods_seed0/map: recorded" in capsys.readouterr().out
+    assert RECORDS_ENV not in os.environ  # only while the runner runs
 
 
 def test_a_sitting_skips_the_runs_that_do_not_fit_in_its_hours(tmp_path, monkeypatch, capsys):
