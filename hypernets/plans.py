@@ -325,7 +325,14 @@ def bhn_couplings(params: Mapping[str, Any]) -> ChapterPlan:
                 names, target, train.x, train.y, epochs=params["epochs"],
                 batch_size=params["batch_size"], device=params["device"], seed=seed,
                 options=options, evaluate=_curve(data, params), precision=params["precision"])
-    return ChapterPlan(data, groups)
+
+    def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
+        size, seed = (int(part) for part in group[1:].split("_seed"))
+        couplings.evaluate_groups({(size, seed): runs}, data.test.x, data.test.y,
+                                  n_samples=params["n_samples"],
+                                  batch_size=params["eval_batch_size"], seed=params["seed"])
+
+    return ChapterPlan(data, groups, evaluate)
 
 
 def train_couplings(plan: ChapterPlan, sizes: Sequence[int], seeds: Sequence[int], *,

@@ -24,7 +24,7 @@ from hypernets.adversarial import attack_seeds
 from hypernets.book import load_profiles, resolve_parameters
 from hypernets.evaluation import reliability_table
 from hypernets.data import CIFAR10_PIXELS
-from hypernets.experiments import adversarial, cifar, hypergan_tables, mnist
+from hypernets.experiments import adversarial, cifar, couplings, hypergan_tables, mnist
 from test_store import ROOT, _closure, _module_path, _normalised, request, same_state
 
 RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
@@ -32,7 +32,8 @@ RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
 #: Modules whose EVALUATION_VERSIONS name evaluations that records keep.
 EVALUATING_MODULES = ("hypernets.evaluation", "hypernets.adversarial",
                       "hypernets.experiments.mnist", "hypernets.experiments.adversarial",
-                      "hypernets.experiments.cifar", "hypernets.experiments.hypergan_tables")
+                      "hypernets.experiments.cifar", "hypernets.experiments.hypergan_tables",
+                      "hypernets.experiments.couplings")
 
 
 @pytest.fixture
@@ -249,6 +250,19 @@ def test_hypergans_tables_page_reads_what_its_sitting_evaluated(tmp_path, monkey
             batch_size=params["eval_batch_size"], seed=params["seed"])
         assert len(table) == 2
     assert served_from_records(groups, tmp_path)
+
+
+def test_the_coupling_page_reads_what_its_sitting_evaluated(tmp_path, monkeypatch):
+    params = smoke_params("bhn_couplings", seeds=[0], train_sizes=[64], couplings=[0, 1],
+                          baselines=["map"], n_test=32)
+    page, groups = sitting_then_page(plans.bhn_couplings, params, tmp_path, monkeypatch)
+    trained = {(64, 0): groups["n64_seed0"]}
+    table = couplings.evaluate_groups(trained, page.data.test.x, page.data.test.y,
+                                      n_samples=params["n_samples"],
+                                      batch_size=params["eval_batch_size"], seed=params["seed"])
+    labels = couplings.curves(trained[(64, 0)])["label"]
+    assert served_from_records(groups, tmp_path)
+    assert table["n_couplings"].fillna(-1).tolist() == [-1, 0, 1] and labels.nunique() == 3
 
 
 def test_the_committed_records_are_whole_and_under_their_keys():

@@ -28,6 +28,7 @@ from hypernets.evaluation import (SD_SUFFIX, noninferiority_verdict, ordering_ve
 from hypernets.plots import figure_legend
 from hypernets.published import method_label
 from hypernets.runs import TrainedMethod
+from hypernets.training import tensor_digest
 from hypernets.validation import check_int_list
 
 #: The run of the Bayesian hypernetwork with k coupling layers.
@@ -69,9 +70,17 @@ def curves(runs: Mapping[str, TrainedMethod]) -> pd.DataFrame:
     return table
 
 
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+EVALUATION_VERSIONS = {"bhn.n_couplings": 1, "couplings.error": 1}
+
+
 def n_couplings(run: TrainedMethod) -> float:
     """The run's number of coupling layers; NaN for a run that is not a Bayesian hypernetwork."""
-    return float(len(run.method.flow.couplings)) if hasattr(run.method, "flow") else float("nan")
+    if run.method_name != "bhn":
+        return float("nan")
+    return float(run.evaluated("bhn.n_couplings", {}, EVALUATION_VERSIONS["bhn.n_couplings"],
+                               lambda: len(run.method.flow.couplings)))
 
 
 def evaluate_groups(trained: Mapping[tuple[int, int], Mapping[str, TrainedMethod]], x_test: Tensor,
@@ -85,14 +94,20 @@ def evaluate_groups(trained: Mapping[tuple[int, int], Mapping[str, TrainedMethod
     """
     if not trained:
         raise ValueError("trained must hold the runs of at least one training size and seed")
+    arguments = {"x": tensor_digest(x_test)["sha256"], "y": tensor_digest(y_test)["sha256"],
+                 "n_samples": n_samples, "batch_size": batch_size, "seed": seed}
     rows = []
     for (size, training_seed), runs in trained.items():
         for name, run in runs.items():
-            probs = predict_probs(run, x_test, n_samples, batch_size=batch_size, seed=seed)
+            def compute(run=run) -> dict[str, float]:
+                probs = predict_probs(run, x_test, n_samples, batch_size=batch_size, seed=seed)
+                return {"error_pct": 100.0 * (1.0 - metrics.accuracy(probs, y_test)),
+                        "nll": metrics.nll(probs, y_test)}
+
+            scores = run.evaluated("couplings.error", arguments,
+                                   EVALUATION_VERSIONS["couplings.error"], compute)
             rows.append({"train_size": size, "seed": training_seed, "method": name,
-                         "label": run_label(run), "n_couplings": n_couplings(run),
-                         "error_pct": 100.0 * (1.0 - metrics.accuracy(probs, y_test)),
-                         "nll": metrics.nll(probs, y_test)})
+                         "label": run_label(run), "n_couplings": n_couplings(run), **scores})
     return pd.DataFrame(rows)
 
 
