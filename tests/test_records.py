@@ -24,7 +24,8 @@ from hypernets.adversarial import attack_seeds
 from hypernets.book import load_profiles, resolve_parameters
 from hypernets.evaluation import reliability_table
 from hypernets.data import CIFAR10_PIXELS
-from hypernets.experiments import adversarial, cifar, couplings, hypergan_tables, mnist
+from hypernets.experiments import (adversarial, cifar, correlations, couplings, hypergan_tables,
+                                   mnist)
 from test_store import ROOT, _closure, _module_path, _normalised, request, same_state
 
 RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
@@ -33,7 +34,7 @@ RECORD = pathlib.Path(__file__).with_name("evaluation_code.json")
 EVALUATING_MODULES = ("hypernets.evaluation", "hypernets.adversarial",
                       "hypernets.experiments.mnist", "hypernets.experiments.adversarial",
                       "hypernets.experiments.cifar", "hypernets.experiments.hypergan_tables",
-                      "hypernets.experiments.couplings")
+                      "hypernets.experiments.couplings", "hypernets.experiments.correlations")
 
 
 @pytest.fixture
@@ -263,6 +264,18 @@ def test_the_coupling_page_reads_what_its_sitting_evaluated(tmp_path, monkeypatc
     labels = couplings.curves(trained[(64, 0)])["label"]
     assert served_from_records(groups, tmp_path)
     assert table["n_couplings"].fillna(-1).tolist() == [-1, 0, 1] and labels.nunique() == 3
+
+
+def test_the_correlation_page_reads_its_mnist_runs_from_what_its_sitting_evaluated(
+        tmp_path, monkeypatch):
+    params = smoke_params("weight_correlations", correlation_methods=["bbb"], n_train=64,
+                          n_test=32, epochs=1, product_methods=["map"])
+    page, groups = sitting_then_page(plans.weight_correlations, params, tmp_path, monkeypatch)
+    accuracy, pvalues = correlations.evaluate_correlation_runs(
+        groups["mnist"], page.data, n_weight_samples=params["n_weight_samples"],
+        n_pairs=params["n_pairs"], seed=params["seed"])
+    assert served_from_records({"mnist": groups["mnist"]}, tmp_path)
+    assert list(accuracy.index) == ["Bayes by Backprop"] and len(pvalues) == params["n_pairs"]
 
 
 def test_the_committed_records_are_whole_and_under_their_keys():

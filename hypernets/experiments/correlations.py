@@ -43,6 +43,7 @@ from hypernets.reference_posterior import (
 from hypernets.runs import RunRequest, TrainedMethod, run_requests, train_runs
 from hypernets.seeding import seeded
 from hypernets.targets import Linear, Params, TargetNet, get_target
+from hypernets.training import tensor_digest
 from hypernets.validation import check_int, check_positive, check_positive_int
 
 #: Significance level of the correlation tests.
@@ -52,6 +53,12 @@ ALPHA = 0.05
 # ---------------------------------------------------------------------------------------------
 # (a) Correlations between weights
 # ---------------------------------------------------------------------------------------------
+
+
+#: Versions of the evaluations here that a run's record keeps (see
+#: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
+#: The product network's runs are small and are trained again rather than recorded.
+EVALUATION_VERSIONS = {"correlations.pvalues": 1, "correlations.accuracy": 1}
 
 
 @torch.no_grad()
@@ -78,20 +85,29 @@ def correlation_pvalues(trained: Mapping[str, TrainedMethod], *, n_samples: int,
     """
     tables = []
     for run in trained.values():
-        distinct = run.method.n_distinct_nets(n_samples)
-        if distinct < n_samples:
-            raise ValueError(f"{run.label} gives at most {distinct} distinct nets, "
-                             f"fewer than n_samples={n_samples}; correlations need a distribution over weights")
-        with seeded(seed, run.method.device):
-            samples = weight_samples(run.method, n_samples)
-        varying = torch.nonzero(samples.amax(0) > samples.amin(0)).flatten()
-        if len(varying) < 2:
-            raise ValueError(f"{run.label}: fewer than 2 weights vary across the {n_samples} samples")
-        table = metrics.weight_correlations(samples[:, varying], n_pairs=n_pairs, seed=seed)
-        for column in ("first", "second"):  # back to indices among all weights
-            table[column] = varying.numpy()[table[column].to_numpy()]
+        def compute(run=run) -> list[dict]:
+            distinct = run.method.n_distinct_nets(n_samples)
+            if distinct < n_samples:
+                raise ValueError(f"{run.label} gives at most {distinct} distinct nets, fewer "
+                                 f"than n_samples={n_samples}; correlations need a distribution "
+                                 "over weights")
+            with seeded(seed, run.method.device):
+                samples = weight_samples(run.method, n_samples)
+            varying = torch.nonzero(samples.amax(0) > samples.amin(0)).flatten()
+            if len(varying) < 2:
+                raise ValueError(f"{run.label}: fewer than 2 weights vary across the "
+                                 f"{n_samples} samples")
+            table = metrics.weight_correlations(samples[:, varying], n_pairs=n_pairs, seed=seed)
+            for column in ("first", "second"):  # back to indices among all weights
+                table[column] = varying.numpy()[table[column].to_numpy()]
+            table["n_fixed"] = samples.shape[1] - len(varying)
+            return table.to_dict("records")
+
+        pairs = run.evaluated("correlations.pvalues",
+                              {"n_samples": n_samples, "n_pairs": n_pairs, "seed": seed},
+                              EVALUATION_VERSIONS["correlations.pvalues"], compute)
+        table = pd.DataFrame(pairs)
         table.insert(0, "method", run.label)
-        table["n_fixed"] = samples.shape[1] - len(varying)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
@@ -127,14 +143,29 @@ def run_correlations(methods: Sequence[str], *, n_train: int | None, n_test: int
     data = load_mnist_splits(n_train, n_test, seed=seed)
     trained = train_runs(correlation_runs(methods, data, epochs=epochs, batch_size=batch_size,
                                           device=device, seed=seed, options=options))
+    accuracy, pvalues = evaluate_correlation_runs(trained, data, n_weight_samples=n_weight_samples,
+                                                  n_pairs=n_pairs, seed=seed)
+    return CorrelationResult(trained, accuracy, pvalues)
+
+
+def evaluate_correlation_runs(trained: Mapping[str, TrainedMethod], data: ImageSplits, *,
+                              n_weight_samples: int, n_pairs: int,
+                              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test accuracy table and :func:`correlation_pvalues` of trained MNIST runs (what
+    :func:`run_correlations` reports), each kept in a run's record where it has one."""
     rows = {}
+    arguments = {"x": tensor_digest(data.test.x)["sha256"], "y": tensor_digest(data.test.y)["sha256"],
+                 "n_samples": n_weight_samples, "seed": seed}
     for run in trained.values():
-        probs = predict_probs(run, data.test.x, n_weight_samples, seed=seed)
-        rows[run.label] = {"test accuracy": metrics.accuracy(probs, data.test.y), "train time (s)": run.train_time_s}
+        accuracy = run.evaluated(
+            "correlations.accuracy", arguments, EVALUATION_VERSIONS["correlations.accuracy"],
+            lambda run=run: metrics.accuracy(predict_probs(run, data.test.x, n_weight_samples,
+                                                           seed=seed), data.test.y))
+        rows[run.label] = {"test accuracy": accuracy, "train time (s)": run.train_time_s}
     accuracy = pd.DataFrame.from_dict(rows, orient="index")
     accuracy.index.name = "method"
     pvalues = correlation_pvalues(trained, n_samples=n_weight_samples, n_pairs=n_pairs, seed=seed)
-    return CorrelationResult(trained, accuracy, pvalues)
+    return accuracy, pvalues
 
 
 def pvalue_summary(pvalues: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
