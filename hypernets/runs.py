@@ -442,15 +442,19 @@ def check_requests(requests: Sequence[RunRequest]) -> None:
         request.settings()
 
 
+def _resolve(value: Any, kind: type, default: Callable[[], Any], what: str) -> Any:
+    if isinstance(value, str):
+        if value != "default":
+            raise ValueError(f"{what} must be a {kind.__name__}, 'default' or None, got {value!r}")
+        return default()
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"{what} must be a {kind.__name__}, 'default' or None, got {value!r}")
+    return value
+
+
 def resolve_store(store: RunStore | None | str) -> RunStore | None:
     """A RunStore, ``"default"`` (:class:`~hypernets.store.RunStore` at its default root) or None."""
-    if isinstance(store, str):
-        if store != "default":
-            raise ValueError(f"store must be a RunStore, 'default' or None, got {store!r}")
-        return RunStore()
-    if store is not None and not isinstance(store, RunStore):
-        raise TypeError(f"store must be a RunStore, 'default' or None, got {store!r}")
-    return store
+    return _resolve(store, RunStore, RunStore, "store")
 
 
 def progress_bar(requests: Sequence[RunRequest]) -> tqdm:
@@ -462,13 +466,7 @@ def progress_bar(requests: Sequence[RunRequest]) -> tqdm:
 def resolve_records(records: RunRecords | None | str) -> RunRecords | None:
     """RunRecords, ``"default"`` (:func:`~hypernets.records.default_records`: those at
     ``$HYPERNETS_RECORDS``, or none) or None."""
-    if isinstance(records, str):
-        if records != "default":
-            raise ValueError(f"records must be RunRecords, 'default' or None, got {records!r}")
-        return default_records()
-    if records is not None and not isinstance(records, RunRecords):
-        raise TypeError(f"records must be RunRecords, 'default' or None, got {records!r}")
-    return records
+    return _resolve(records, RunRecords, default_records, "records")
 
 
 def train_runs(requests: Sequence[RunRequest], *, store: RunStore | None | str = "default",

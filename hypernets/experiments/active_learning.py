@@ -35,10 +35,10 @@ from hypernets.likelihoods import Categorical
 from hypernets.methods.registry import make_method, method_class, method_label
 from hypernets.plots import figure_legend
 from hypernets.seeding import seeded
-from hypernets.records import RunRecords, default_records
+from hypernets.records import RunRecords
 from hypernets.store import RunStore, request_hash
 from hypernets.targets import TargetNet, get_target
-from hypernets.runs import machine_record
+from hypernets.runs import machine_record, resolve_records, resolve_store
 from hypernets.training import fit, predict, tensor_digest
 from hypernets.validation import check_choice, check_int
 
@@ -192,8 +192,7 @@ def trajectories(settings: Sequence[Trajectory], train: ImageData, test: ImageDa
     it is then kept in both. Long format: ``method, label, acquisition, start`` (warm or cold),
     ``repeat`` and the rows of :func:`run_trajectory` (without the acquired indices).
     """
-    store = RunStore() if store == "default" else store
-    records = default_records() if records == "default" else records
+    store, records = resolve_store(store), resolve_records(records)
     tables = []
     for trajectory in settings:
         document = trajectory.document(train, test)
