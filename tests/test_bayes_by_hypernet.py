@@ -271,9 +271,9 @@ def test_noise_reaches_every_layer_through_the_shared_vector():
     z = torch.randn(1, 2, 64)
     same = method._raw_params(z[:, :1].expand(1, 2, 64))
     different = method._raw_params(z)
-    for name in method.target.param_shapes:
-        assert torch.equal(same[name][0], same[name][1])
-        assert not torch.equal(different[name][0], different[name][1])
+    for name in method.target.param_shapes:  # rows of one batched product may round differently (oneDNN on AMX)
+        torch.testing.assert_close(same[name][0], same[name][1])
+        assert not torch.allclose(different[name][0], different[name][1])
 
 
 def test_independent_noise_draws_one_noise_per_hypernetwork_and_shared_keeps_the_old_draws():
