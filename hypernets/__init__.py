@@ -2,7 +2,8 @@
 
 The package is layered; a module imports only from layers below it (``tests/test_layers.py``):
 
-1. ``validation`` (argument checks) and ``seeding`` (seeded sampling);
+1. ``validation`` (argument checks), ``seeding`` (seeded sampling) and ``numerics`` (the
+   portable mode of the smoke regression);
 2. ``data`` (loaders, ``ImageData`` with its normalisation, the toy) and ``targets``: a
    target network is a parameter spec plus pure forwards that run S weight sets at once;
 3. ``likelihoods`` and ``metrics``;
@@ -20,6 +21,11 @@ import warnings
 
 from tqdm import TqdmWarning
 
+from hypernets import numerics
+
 # pooch and pyro import tqdm.auto, which warns inside Jupyter without ipywidgets; the library
 # draws no notebook progress bars, so the warning would only clutter every executed notebook.
 warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+
+if numerics.portable_requested():
+    numerics.apply_portable_flags()

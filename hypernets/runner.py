@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import nbformat
 import yaml
 
+from hypernets import numerics
 from hypernets.book import (
     PROJECT_ROOT,
     RESULTS_DESTINATION_ENV,
@@ -291,6 +292,25 @@ def _records_env(profile: str) -> Iterator[None]:
         os.environ.pop(RECORDS_ENV, None)
 
 
+@contextlib.contextmanager
+def _numerics_env(profile: str) -> Iterator[None]:
+    """``smoke`` runs are the regression copies that other CPUs re-execute: their kernels run in
+    the portable numerics of :mod:`hypernets.numerics`. The other profiles keep the native kernels."""
+    if profile != "smoke":
+        yield
+        return
+    previous = {key: os.environ.get(key) for key in numerics.PORTABLE_ENV}
+    os.environ.update(numerics.PORTABLE_ENV)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 #: Profiles whose runs are results: the book's ``full`` (on a 2-core CPU) and ``paper``.
 RESULT_PROFILES = ("full", "paper")
 
@@ -398,6 +418,7 @@ def _annotate(executed: nbformat.NotebookNode, source_nb: nbformat.NotebookNode,
         "overrides": plan.overrides,
         "device": plan.resolved["device"],
         "seed": plan.resolved["seed"],
+        "numerics": "portable" if plan.profile == "smoke" or numerics.portable_requested() else "native",
         "commit": commit,
         "wall_time_s": round(wall_time_s, 1),
         "executed_at": executed_at,
@@ -430,7 +451,7 @@ def execute(plan: RunPlan) -> Path:
         parameters = {"profile": plan.profile, **plan.overrides}
         started = time.perf_counter()
         executed_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-        with _results_env(scratch_results, plan.results):
+        with _results_env(scratch_results, plan.results), _numerics_env(plan.profile):
             papermill.execute_notebook(
                 str(plan.source),
                 str(scratch_output),

@@ -16,7 +16,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from hypernets import book, runner
+from hypernets import book, numerics, runner
 
 TOY_PROFILES = """
 smoke:
@@ -638,6 +638,25 @@ def test_runner_executes_records_and_nbval_catches_a_changed_number(tmp_path, ru
     nbformat.write(executed, str(tampered))
     failed = nbval(tampered)
     assert failed.returncode == 1 and "0.248" in failed.stdout
+
+
+def test_smoke_kernels_run_in_portable_numerics_and_the_runner_restores_the_environment(
+    tmp_path, runner_profiles, scratch_root
+):
+    (runner_profiles / "toy.yaml").write_text("smoke: {device: cpu, seed: 3, steps: 2}\nfull: {device: cpu, seed: 3, steps: 9}\n")
+    probe = ("import torch, hypernets; print('mkldnn', torch.backends.mkldnn.enabled, "
+             "torch.backends.cpu.get_cpu_capability())")
+    notebook = _toy_notebook(tmp_path / "toy.ipynb", body=f"{probe}\n{FINISH}")  # a full run writes results
+    seen = {}
+    for profile in ("smoke", "full"):
+        out_dir = tmp_path / profile
+        assert runner.main(["--profile", profile, "--output-dir", str(out_dir), str(notebook)]) == 0
+        executed = nbformat.read(str(out_dir / "toy.ipynb"), as_version=4)
+        checked = next(cell for cell in executed.cells if "nbval-check-output" in cell.metadata.get("tags", []))
+        seen[profile] = (executed.metadata["hypernets"]["numerics"], checked.outputs[0].text.splitlines()[0].split())
+        assert numerics.PORTABLE_ENV_FLAG not in os.environ
+    assert seen["smoke"] == ("portable", ["mkldnn", "False", "AVX2"])
+    assert seen["full"][0] == "native" and seen["full"][1][:2] == ["mkldnn", "True"]
 
 
 def test_failed_run_keeps_the_previous_copy(tmp_path, runner_profiles, scratch_root, capsys):

@@ -66,6 +66,9 @@ def test_reference_copy_is_made_from_the_current_source(source):
     assert meta.get("source_sha256") == runner.source_sha256(source), (
         f"{reference} was made from an older version of {source.name}; {hint}"
     )
+    assert meta.get("numerics") == "portable", (
+        f"{reference} was not made in the portable numerics that the notebook tests re-execute it in; {hint}"
+    )
 
 
 def _toc_files() -> list[str]:
