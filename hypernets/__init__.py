@@ -3,7 +3,7 @@
 The package is layered; a module imports only from layers below it (``tests/test_layers.py``):
 
 1. ``validation`` (argument checks), ``seeding`` (seeded sampling) and ``numerics`` (the
-   portable mode of the smoke regression);
+   portable mode of the smoke regression), ``memory`` (malloc keeps freed blocks);
 2. ``data`` (loaders, ``ImageData`` with its normalisation, the toy) and ``targets``: a
    target network is a parameter spec plus pure forwards that run S weight sets at once;
 3. ``likelihoods`` and ``metrics``;
@@ -21,7 +21,7 @@ import warnings
 
 from tqdm import TqdmWarning
 
-from hypernets import numerics
+from hypernets import memory, numerics
 
 # pooch and pyro import tqdm.auto, which warns inside Jupyter without ipywidgets; the library
 # draws no notebook progress bars, so the warning would only clutter every executed notebook.
@@ -29,3 +29,5 @@ warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWa
 
 if numerics.portable_requested():
     numerics.apply_portable_flags()
+
+memory.keep_freed_memory()

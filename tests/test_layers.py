@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "hypernets"
 
 #: Rank of every module; a module may import only modules of a lower rank.
 RANKS = {
-    "hypernets.validation": 0, "hypernets.seeding": 0, "hypernets.numerics": 0,
+    "hypernets.validation": 0, "hypernets.seeding": 0, "hypernets.numerics": 0, "hypernets.memory": 0,
     "hypernets.data": 1, "hypernets.targets": 1,
     "hypernets.likelihoods": 2, "hypernets.metrics": 2,
     "hypernets.methods.base": 3,
