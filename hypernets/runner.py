@@ -490,17 +490,18 @@ def train_only(plans: Sequence[RunPlan], *, hours: float | None = None) -> None:
     every chapter of ``plans`` that uses it, into its record. The notebook runs afterwards
     load them (:mod:`hypernets.plans`). With ``hours``, a run that its measured estimate
     (:func:`hypernets.runs.estimate_seconds`) says would not finish within ``hours`` of the
-    start is skipped."""
+    start is skipped (runs that differ only in their seed are timed once)."""
     from hypernets.plans import PLANS
     from hypernets.runs import estimate_seconds
 
     deadline = None if hours is None else time.monotonic() + 3600 * hours
     skipped = []
+    timings: dict = {}
 
     def admit(request) -> bool:
         if deadline is None:
             return True
-        needed = estimate_seconds(request)["total_s"]
+        needed = estimate_seconds(request, cache=timings)["total_s"]
         left = deadline - time.monotonic()
         if needed <= left:
             return True
@@ -544,8 +545,9 @@ def train_only(plans: Sequence[RunPlan], *, hours: float | None = None) -> None:
 
 def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
     """Print how long each run the notebook of ``plan`` needs would train on this machine, from
-    a few timed steps of each (:func:`hypernets.runs.estimate_seconds`); runs already in the
-    store or in the records count zero. Returns the seconds still to train."""
+    a few timed steps of each (:func:`hypernets.runs.estimate_seconds`; runs that differ only
+    in their seed are timed once), a line per run as it is timed and a table at the end; runs
+    already in the store or in the records count zero. Returns the seconds still to train."""
     import pandas as pd
 
     from hypernets.plans import PLANS
@@ -559,17 +561,19 @@ def estimate(plan: RunPlan, timed_steps: int = 3) -> float:
     seed_everything(plan.resolved["seed"], check_device(plan.resolved["device"]),
                     single_thread=plan.profile == "smoke")
     store, records = RunStore(), default_records()
-    rows = []
+    rows, timings = [], {}
     for group, requests in PLANS[plan.name](plan.resolved).groups.items():
         for request in requests:
             key = request_hash(key_document(request, request.build()))
             stored = store.has(key) or (records is not None and records.path(key).exists())
-            numbers = estimate_seconds(request, timed_steps=timed_steps)
+            numbers = estimate_seconds(request, timed_steps=timed_steps, cache=timings)
             rows.append({"group": group, "run": request.name,
                          "ms_per_step": round(1e3 * numbers["step_s"], 1),
                          "steps": numbers["steps"], "eval_s": round(numbers["eval_s"], 1),
                          "minutes": round(numbers["total_s"] / 60, 1),
                          "in_store": stored})
+            print(f"  {group}/{request.name}: {rows[-1]['ms_per_step']} ms a step, "
+                  f"{rows[-1]['minutes']} min{' (in the store)' if stored else ''}", flush=True)
     table = pd.DataFrame(rows)
     remaining = 60 * table.loc[~table["in_store"], "minutes"].sum()
     print(table.to_string(index=False))

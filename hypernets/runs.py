@@ -28,7 +28,7 @@ from hypernets.methods.registry import METHODS, make_method, method_label
 from hypernets.published import method_label as published_label
 from hypernets.records import RunRecords, default_records, plain
 from hypernets.seeding import seeded
-from hypernets.store import STORE_FORMAT, RunStore, request_hash
+from hypernets.store import STORE_FORMAT, RunStore, canonical_json, request_hash
 from hypernets.targets import TargetNet, get_target
 from hypernets.training import (
     TRAINING_VERSION,
@@ -397,16 +397,36 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
                          trained_with=trained_with)
 
 
-def estimate_seconds(request: RunRequest, *, timed_steps: int = 3) -> dict[str, float]:
+def timing_key(request: RunRequest) -> str:
+    """What a run's step and evaluation times depend on: its request but its seed (a training
+    seed changes the numbers a run computes, not the work)."""
+    target = request.target if isinstance(request.target, str) else request.target.name
+    return canonical_json({
+        "run": request.name, "target": str(target), "settings": _plain_options(request.settings()),
+        "x": [list(request.x.shape), str(request.x.dtype)],
+        "y": [list(request.y.shape), str(request.y.dtype)],
+        "device": str(request.device), "transform": _hook_key("transform", request.transform),
+        "evaluate": _hook_key("evaluate", request.evaluate), "eval_every": request.eval_every})
+
+
+def estimate_seconds(request: RunRequest, *, timed_steps: int = 3,
+                     cache: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
     """How long ``request`` takes to train here, from a few timed steps of the real run.
 
     A fresh copy of the run's method trains ``timed_steps + 1`` steps with the run's settings
     (precision, transform) on its first mini-batches; the first step is a warm-up and the
     others are timed. With an ``evaluate`` hook one call of it is timed too. Returns
     ``step_s``, ``steps``, ``eval_s`` and ``total_s = step_s * steps + eval_s * epochs``.
-    Nothing is stored and the global RNG is left alone.
+    Nothing is stored and the global RNG is left alone. With a ``cache`` (a dict), a run that
+    differs from one timed before only in its seed (:func:`timing_key`) takes that one's
+    numbers without timing it again.
     """
     timed_steps = check_positive_int("timed_steps", timed_steps)
+    if cache is not None:
+        key = timing_key(request)
+        if key not in cache:
+            cache[key] = estimate_seconds(request, timed_steps=timed_steps)
+        return dict(cache[key])
     settings = request.settings()
     batch_size = settings["batch_size"]
     n = min(len(request.x), batch_size * (timed_steps + 1))

@@ -193,6 +193,21 @@ def test_one_progress_bar_counts_only_the_steps_trained_here(tmp_path, data, cap
     assert "8/8" in bar  # map came from the store: only bbb's 8 steps
 
 
+def test_an_estimate_times_a_run_once_for_all_its_seeds(data, monkeypatch):
+    timed = []
+    real_fit = runs.fit
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: (timed.append(k["seed"]), real_fit(*a, **k)))
+    cache = {}
+    first = runs.estimate_seconds(request(data, seed=0), timed_steps=1, cache=cache)
+    assert runs.estimate_seconds(request(data, seed=1), timed_steps=1, cache=cache) == first
+    assert timed == [0]
+    assert first["steps"] == 8 and first["step_s"] > 0
+    longer = runs.estimate_seconds(request(data, seed=1, epochs=3), timed_steps=1, cache=cache)
+    other = runs.estimate_seconds(request(data, seed=1, batch_size=20), timed_steps=1, cache=cache)
+    assert timed == [0, 1, 1] and longer["steps"] == 12 and other["steps"] == 4
+    runs.estimate_seconds(request(data, "bbb"), timed_steps=1, cache=cache)
+    assert timed == [0, 1, 1, 0]
+
 # --- the training code is pinned to the versions that enter every key -------------------------
 
 def _normalised(path: pathlib.Path) -> str:
