@@ -6,8 +6,14 @@ from hypernets.targets import ARCHITECTURES, get_target
 from hypernets.training import autocast
 
 
-def _inputs(net, batch, generator):
-    return torch.randn((batch, *net.input_shape), generator=generator)
+def _inputs(net, batch, generator, dtype=torch.float32):
+    return torch.randn((batch, *net.input_shape), generator=generator).to(dtype)
+
+
+# The equality tests run in float64: a batched and a single convolution sum in different orders
+# (which order depends on the CPU's kernels), and in float32 a LeNet logit of scale 30 differs by
+# up to 3e-5 between them; in float64 that rounding stays below 1e-12.
+EXACT = dict(rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -17,13 +23,13 @@ def test_batched_call_equals_per_sample_loop(name, n_samples):
     net = get_target(name)
     params = net.init(n_samples, gen)
     # GroupNorm affine parameters start at 1/0; perturb them so the test sees their use.
-    params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in params.items()}
-    x = _inputs(net, 4, gen)
+    params = {k: (v + 0.1 * torch.randn(v.shape, generator=gen)).double() for k, v in params.items()}
+    x = _inputs(net, 4, gen, torch.float64)
     batched = net(params, x)
     assert batched.shape == (n_samples, 4, net.n_outputs)
     looped = torch.stack([net.forward_single({k: v[s] for k, v in params.items()}, x)
                           for s in range(n_samples)])
-    torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched, looped, **EXACT)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -33,16 +39,16 @@ def test_layers_shared_by_all_nets_run_once_and_give_the_per_sample_loop(name, s
     take the single-net path until the first per-net layer; the result is the loop's."""
     gen = torch.Generator().manual_seed(0)
     net = get_target(name)
-    params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in net.init(3, gen).items()}
+    params = {k: (v + 0.1 * torch.randn(v.shape, generator=gen)).double() for k, v in net.init(3, gen).items()}
     layers = [layer_name for layer_name, layer in net.layers if layer.param_shapes()]
     shared = layers if shared_layers == "all" else layers[:shared_layers]
     params = {k: (v[:1].expand_as(v) if k.split(".")[0] in shared else v) for k, v in params.items()}
-    x = _inputs(net, 4, gen)
+    x = _inputs(net, 4, gen, torch.float64)
     looped = torch.stack([net.forward_single({k: v[s] for k, v in params.items()}, x)
                           for s in range(3)])
-    torch.testing.assert_close(net(params, x), looped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net(params, x), looped, **EXACT)
     materialised = {k: v.contiguous() for k, v in params.items()}
-    torch.testing.assert_close(net(params, x), net(materialised, x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net(params, x), net(materialised, x), **EXACT)
 
 
 #: bf16 keeps 8 bits of mantissa (relative rounding 2^-8 = 0.4 %); through a few layers the
@@ -70,25 +76,26 @@ def test_per_sample_inputs_match_single_nets(name):
     gen = torch.Generator().manual_seed(1)
     net = get_target(name)
     # Perturbed so that no two samples share a tensor (GroupNorm starts at gain 1, shift 0 in all).
-    params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in net.init(3, gen).items()}
-    x = _inputs(net, 5, gen)
+    params = {k: (v + 0.1 * torch.randn(v.shape, generator=gen)).double() for k, v in net.init(3, gen).items()}
+    x = _inputs(net, 5, gen, torch.float64)
     x_per_sample = torch.stack([x, x.flip(0), 2 * x])
     out = net(params, x_per_sample)
     for s, xs in enumerate(x_per_sample):
         torch.testing.assert_close(out[s], net.forward_single({k: v[s] for k, v in params.items()}, xs),
-                                   rtol=1e-5, atol=1e-5)
+                                   **EXACT)
 
 
 def test_batched_layers_on_stacked_inputs_equal_single_layers():
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(3, 4, 2, 6, 6, generator=gen)
+    x = torch.randn(3, 4, 2, 6, 6, generator=gen, dtype=torch.float64)
     for layer in (targets.Activation("elu"), targets.MaxPool2d(2), targets.Flatten(),
                   targets.GlobalAveragePool(), targets.Conv2d(2, 5, 3), targets.GroupNorm(1, 2)):
-        params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in layer.init(3, gen).items()}
+        params = {k: (v + 0.1 * torch.randn(v.shape, generator=gen)).double()
+                  for k, v in layer.init(3, gen).items()}
         out = layer.forward_batched(params, x)
         for s in range(3):
             torch.testing.assert_close(out[s], layer.forward_single({k: v[s] for k, v in params.items()}, x[s]),
-                                       rtol=1e-5, atol=1e-5)
+                                       **EXACT)
 
 
 def test_wrong_parameter_shape_names_parameter_and_both_shapes():
