@@ -19,6 +19,7 @@ from hypernets.evaluation import reliability_table
 from hypernets.experiments import anomaly, cifar, correlations, couplings, diversity, mnist
 from hypernets.experiments import adversarial as adversarial_chapter
 from hypernets.experiments import hypergan_tables as hypergan_tables_chapter
+from hypernets.records import RecordRemade
 from hypernets.runs import (RunRequest, TestError, TrainedMethod, check_requests, key_document,
                             progress_bar, run_requests, train_runs)
 from hypernets.store import RunStore, request_hash
@@ -87,6 +88,18 @@ class ChapterPlan:
                 self.evaluate(group, {run.name: run})
                 return True
         return False
+
+
+def evaluate_for_chapters(run: TrainedMethod, chapters: Sequence[ChapterPlan]) -> None:
+    """Evaluate ``run`` for every chapter of ``chapters`` that uses it
+    (:meth:`ChapterPlan.evaluate_run`). Where restoring its method re-made its record (its
+    training differs from the record's), every chapter evaluates it again, from the new record."""
+    try:
+        for chapter in chapters:
+            chapter.evaluate_run(run)
+    except RecordRemade:
+        for chapter in chapters:
+            chapter.evaluate_run(run)
 
 
 def _curve(data: ImageSplits, params: Mapping[str, Any]) -> TestError:

@@ -8,7 +8,10 @@ keeps exactly that, keyed like the store by the SHA-256 of the run's key documen
 trained over several sittings, on several machines: each sitting trains some runs, evaluates
 them, and commits their records; the page is executed from the records once every run has one
 (and re-executed at any later commit without training), and a run whose record lacks an
-evaluation is loaded from the store, or trained again, to compute it.
+evaluation is loaded from the store, or trained again, to compute it. A run so restored whose
+training history differs from its record's (trained again on another CPU, whose kernels round
+differently) re-makes the record from itself: its evaluations are computed again, so a page
+never mixes values of two trainings.
 
 An evaluation is kept under the SHA-256 of its name, its arguments (data hashes, sample
 counts, seeds) and its version: a change to what an evaluation computes must raise its version
@@ -46,6 +49,11 @@ _FIELDS = ("format", "request", "history", "train_time_s", "trained_with", "eval
 
 class RecordError(RuntimeError):
     """A record cannot serve a request (another run's record, an unreadable folder)."""
+
+
+class RecordRemade(RecordError):
+    """A run's record was re-made (its run, trained again or loaded, differs from it) after
+    values of the old record had been read: those values belong to another training."""
 
 
 def default_records() -> RunRecords | None:
@@ -120,9 +128,12 @@ class RunRecords:
         tmp.replace(path)  # never a half-written record
 
     def save_run(self, key: str, document: Mapping[str, Any], *, history: list[dict],
-                 train_time_s: float, trained_with: Mapping[str, Any]) -> dict:
-        """Start (or keep) the record of a trained run; its evaluations are kept."""
-        record = self.load(key, document)
+                 train_time_s: float, trained_with: Mapping[str, Any],
+                 replace: bool = False) -> dict:
+        """Start (or keep) the record of a trained run; its evaluations are kept. With
+        ``replace`` the record starts over from this run, without evaluations (for a run
+        whose training differs from the one its record kept)."""
+        record = None if replace else self.load(key, document)
         if record is None:
             record = {"format": RECORDS_FORMAT, "request": dict(document), "history": history,
                       "train_time_s": float(train_time_s), "trained_with": dict(trained_with),

@@ -491,7 +491,7 @@ def train_only(plans: Sequence[RunPlan], *, hours: float | None = None) -> None:
     load them (:mod:`hypernets.plans`). With ``hours``, a run that its measured estimate
     (:func:`hypernets.runs.estimate_seconds`) says would not finish within ``hours`` of the
     start is skipped (runs that differ only in their seed are timed once)."""
-    from hypernets.plans import PLANS
+    from hypernets.plans import PLANS, evaluate_for_chapters
     from hypernets.runs import estimate_seconds
 
     deadline = None if hours is None else time.monotonic() + 3600 * hours
@@ -521,8 +521,7 @@ def train_only(plans: Sequence[RunPlan], *, hours: float | None = None) -> None:
         chapters.append(PLANS[plan.name](plan.resolved))
 
     def evaluate(run) -> None:
-        for chapter in chapters:
-            chapter.evaluate_run(run)
+        evaluate_for_chapters(run, chapters)
         if run.records is not None:  # its record holds what the pages need
             run.release()
 

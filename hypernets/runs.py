@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from hypernets.likelihoods import Categorical, Likelihood
 from hypernets.methods.base import Method
 from hypernets.methods.registry import METHODS, make_method, method_label
 from hypernets.published import method_label as published_label
-from hypernets.records import RunRecords, default_records, plain
+from hypernets.records import RecordRemade, RunRecords, default_records, plain
 from hypernets.seeding import seeded
 from hypernets.store import STORE_FORMAT, RunStore, canonical_json, request_hash
 from hypernets.targets import TargetNet, get_target
@@ -69,7 +70,8 @@ class TrainedMethod:
 
     A run served from its record (:mod:`hypernets.records`) has no method in memory: ``method``
     loads it from the store, or trains it again, when it is first used, and :meth:`evaluated`
-    returns what its record kept without touching the method.
+    returns what its record kept without touching the method. A restored method whose training
+    history differs from the record's re-makes the record (see :func:`train_run`).
     """
 
     name: str
@@ -84,6 +86,8 @@ class TrainedMethod:
     document: dict | None = field(default=None, repr=False)
     restore: Callable[[], Method] | None = field(default=None, repr=False)
     from_record: bool = False
+    _read_record: bool = field(default=False, init=False, repr=False)
+    _remade_after_read: bool = field(default=False, init=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -118,15 +122,50 @@ class TrainedMethod:
         ``version`` identify the evaluation; ``compute`` must return plain JSON values (never
         None). Without records the value is computed every time; either way it is returned as
         a record reads it back (:func:`~hypernets.records.plain`), so a page does not depend on
-        whether its runs kept records.
+        whether its runs kept records. Raises :class:`~hypernets.records.RecordRemade` (after
+        keeping the value) where computing it re-made the record that earlier values were
+        read from.
         """
         if self.records is None:
             return plain(compute())
         kept = self.records.evaluation(self.key, self.document, name, arguments, version)
         if kept is not None:
+            self._read_record = True
             return kept
-        return self.records.save_evaluation(self.key, self.document, name, arguments, version,
-                                            compute())
+        value = self.records.save_evaluation(self.key, self.document, name, arguments, version,
+                                             compute())
+        if self._remade_after_read:
+            self._remade_after_read = self._read_record = False
+            raise RecordRemade(
+                f"run {self.name!r} (key {self.key}): its record was re-made while evaluating "
+                f"{name!r}, after values of the old record had been read; evaluate the run "
+                "again (hypernets-run --train-only does) so that every value comes from one "
+                "training")
+        return value
+
+    def remake_record(self, restored: TrainedMethod) -> None:
+        """Re-make this run's record from ``restored`` (the same request, loaded from the store
+        or trained again) if their training histories differ; values read from the old record
+        are then stale (:meth:`evaluated` raises :class:`~hypernets.records.RecordRemade`)."""
+        if _training_values(restored.history) == _training_values(self.history):
+            return
+        warnings.warn(
+            f"run {self.name!r} (key {self.key}) as restored (trained with "
+            f"{restored.trained_with}) differs from its record (trained with "
+            f"{self.trained_with}); the record is re-made from it and its evaluations computed "
+            "again", RuntimeWarning, stacklevel=3)
+        self.records.save_run(self.key, self.document, history=restored.history,
+                              train_time_s=restored.train_time_s,
+                              trained_with=restored.trained_with, replace=True)
+        self.history, self.train_time_s = restored.history, restored.train_time_s
+        self.trained_with = restored.trained_with
+        self._remade_after_read = self._read_record
+
+
+def _training_values(history: list[dict]) -> list[dict]:
+    """A training history without its wall times (which differ between machines and sittings)."""
+    return plain([{k: v for k, v in epoch.items() if not k.startswith("time_")}
+                  for epoch in history])
 
 
 class TestError:
@@ -333,7 +372,9 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
 
     With ``records`` (:mod:`hypernets.records`) a run that has a record is served from it
     without loading its weights (they are loaded, or trained again, when its method is first
-    used), and a run trained or loaded here gets a record. ``admit``, if given, is asked
+    used; one whose training then differs from its record's re-makes the record, see
+    :meth:`TrainedMethod.remake_record`), and a run trained or loaded here gets a record.
+    ``admit``, if given, is asked
     before a run starts (or resumes) training; if it says no, :class:`RunNotAdmitted` is
     raised and nothing is trained.
     """
@@ -353,7 +394,9 @@ def train_run(request: RunRequest, *, store: RunStore | None = None,
                                 trained_with=record["trained_with"], from_record=True)
 
         def restore() -> Method:
-            return train_run(request, store=store, progress=progress).method
+            restored = train_run(request, store=store, progress=progress)
+            run.remake_record(restored)
+            return restored.method
 
         run.key, run.records, run.document, run.restore = key, records, document, restore
         return run

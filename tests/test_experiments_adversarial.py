@@ -223,6 +223,21 @@ def test_detection_table_scores_clean_against_attacked_images():
                                           epsilons=(0.0,))
 
 
+def test_large_ensembles_attack_fewer_images_at_a_time_with_the_same_numbers(monkeypatch):
+    whole = detection()
+    monkeypatch.setattr(adversarial, "ATTACK_NET_IMAGES", 7)  # 3 images of 2 nets, 2 of 3
+    sizes = []
+    for name, attack in adversarial.ATTACKS.items():
+        monkeypatch.setitem(adversarial.ATTACKS, name, lambda target, params, x, *args, attack=attack:
+                            sizes.append((len(next(iter(params.values()))), len(x))) or attack(target, params, x, *args))
+    chunked = detection.__wrapped__()
+    assert {nets: max(size for n, size in sizes if n == nets) for nets, _ in sizes} == {1: 7, 2: 3, 3: 2}
+    pd.testing.assert_frame_equal(chunked.table, whole.table, rtol=1e-5, atol=1e-6)
+    for key, (clean, attacked) in whole.scores.items():
+        np.testing.assert_allclose(chunked.scores[key][0], clean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(chunked.scores[key][1], attacked, rtol=1e-5, atol=1e-6)
+
+
 def test_detection_claims_and_figure():
     results = detection()
     claims = adversarial.detection_claims(results, n_resamples=100)

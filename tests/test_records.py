@@ -82,6 +82,48 @@ def test_another_evaluation_is_computed_from_the_run_trained_again(tmp_path, dat
     assert len(json.loads(kept.path(first.key).read_text())["evaluations"]) == 2
 
 
+def untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in epoch.items() if not k.startswith("time_")} for epoch in history]
+
+
+def _recorded_on_another_cpu(kept, key) -> None:
+    """Make ``key``'s record as if its run had been trained where kernels round differently."""
+    record = json.loads(kept.path(key).read_text())
+    record["history"][-1]["loss"] += 1e-6
+    record["trained_with"] = {**record["trained_with"], "device": "another CPU"}
+    kept._write(key, record)
+
+
+@pytest.mark.parametrize("read_before", [False, True])
+def test_a_run_restored_unlike_its_record_re_makes_it(tmp_path, data, read_before):
+    kept = records.RunRecords(tmp_path / "records")
+    first = runs.train_runs([request(data)], store=None, records=kept)["map"]
+    first.evaluated("net sum", {"n": 1}, 1, lambda: first_net_sum(first))
+    _recorded_on_another_cpu(kept, first.key)
+
+    second = runs.train_runs([request(data)], store=store.RunStore(tmp_path / "b"), records=kept)["map"]
+    assert untimed(second.history) != untimed(first.history) and not second.in_memory
+    if read_before:  # a value of the old record, from the other CPU's training
+        second.evaluated("net sum", {"n": 1}, 1, lambda: pytest.fail("it was kept"))
+    calls.clear()
+    with pytest.warns(RuntimeWarning, match="differs from its record"):
+        if read_before:
+            with pytest.raises(records.RecordRemade, match="re-made while evaluating 'net sum 2'"):
+                second.evaluated("net sum 2", {"n": 1}, 1, lambda: first_net_sum(second))
+        else:
+            second.evaluated("net sum 2", {"n": 1}, 1, lambda: first_net_sum(second))
+    assert calls == ["map"] and untimed(second.history) == untimed(first.history)
+
+    record = json.loads(kept.path(first.key).read_text())
+    assert record["history"] == runs.plain(second.history)
+    assert record["trained_with"]["device"] != "another CPU"
+    assert [entry["name"] for entry in record["evaluations"].values()] == ["net sum 2"]
+    # The old record's value is not served again: it is computed from this training.
+    calls.clear()
+    second.evaluated("net sum", {"n": 1}, 1, lambda: first_net_sum(second))
+    assert calls == ["map"]
+
+
 def test_another_request_never_gets_a_record(tmp_path, data):
     kept = records.RunRecords(tmp_path / "records")
     first = runs.train_runs([request(data)], store=None, records=kept)["map"]
@@ -193,6 +235,32 @@ def test_the_mnist_and_adversarial_pages_read_what_one_sitting_evaluated(tmp_pat
     assert set(curves["method"]) == {"map", "bbh"} and images.shape[:2] == (len(p["epsilons"]), 4)
     assert len(detection.table) == len(detection.scores) > 0
     adversarial.detection_claims(detection, seed=p["seed"])
+
+
+def test_a_sitting_evaluates_for_every_chapter_again_a_run_whose_record_it_re_made(
+        tmp_path, monkeypatch):
+    """The MNIST table's sitting kept a run's record on one CPU; the adversarial chapter's
+    sitting, on another, trains the run again (unlike the record) to attack it: both chapters'
+    values then come from the new training, none from the old record."""
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path / "records"))
+    shared = dict(SHARED, methods=["map"])
+    table = plans.mnist_table(smoke_params("mnist_table", **shared))
+    attack = plans.adversarial(smoke_params("adversarial", **shared, detection_methods=["map"],
+                                            n_detect=8))
+    key = table.train_all(store=None, after_each=table.evaluate_run)["table_seed0"]["map"].key
+    kept = records.default_records()
+    table_only = set(json.loads(kept.path(key).read_text())["evaluations"])
+    _recorded_on_another_cpu(kept, key)
+
+    runs_seen = []
+    with pytest.warns(RuntimeWarning, match="differs from its record"):
+        attack.train_all(store=store.RunStore(tmp_path / "b"), after_each=lambda run: (
+            runs_seen.append(run), plans.evaluate_for_chapters(run, [table, attack])))
+    (run,) = [run for run in runs_seen if run.key == key]
+    record = json.loads(kept.path(key).read_text())
+    assert record["trained_with"]["device"] != "another CPU"
+    assert record["history"] == runs.plain(run.history)
+    assert table_only < set(record["evaluations"])  # the table's values were computed again
 
 
 def sitting_then_page(plan_of, params, tmp_path, monkeypatch):

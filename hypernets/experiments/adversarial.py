@@ -218,6 +218,12 @@ def plot_adversarial_examples(images: Tensor, epsilons: Sequence[float]) -> plt.
 #: :meth:`~hypernets.runs.TrainedMethod.evaluated`; ``tests/test_records.py`` pins the code).
 EVALUATION_VERSIONS = {"fgsm_examples": 1, "entropy_detection": 1}
 
+#: Most nets times images in one attack batch of :func:`adversarial_detection`: BIM keeps every
+#: net's activations for its backward pass (those of 100 LeNets on 1,000 images exhausted a
+#: 24 GB machine), so the largest ensembles attack fewer images at a time. Images are attacked
+#: independently, so this changes memory, not what is computed.
+ATTACK_NET_IMAGES = 25_000
+
 
 @dataclass(frozen=True)
 class DetectionResults:
@@ -302,9 +308,10 @@ def _detect(method, x: Tensor, y: Tensor, *, budgets: list[float], n_nets: list[
             continue
         params = {p: value[:used] for p, value in all_params.items()}
         clean, adversarial = [], {(a, eps): [] for a in attacks for eps in budgets}
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(method.device)
-            yb = y[start:start + batch_size].to(method.device)
+        chunk = max(1, min(batch_size, ATTACK_NET_IMAGES // used))
+        for start in range(0, len(x), chunk):
+            xb = x[start:start + chunk].to(method.device)
+            yb = y[start:start + chunk].to(method.device)
             clean.append(_entropies(method, params, xb, used))
             for attack in attacks:
                 for eps in budgets:
