@@ -133,11 +133,12 @@ def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
             seeded_params, data, params["methods"], params["target"])
         groups[SEED_GROUP.format("architecture", seed)] = _lenet_runs(
             {**seeded_params, "options": variants}, data, list(variants), params["target"])
-    first_seed = params["seeds"][0]
+    first_seed, last_seed = params["seeds"][0], params["seeds"][-1]
 
     def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
         # What the notebook computes: every run's row; the first seed's reliability bins
-        # (table runs) and Bayes by Hypernet KL spread (table and architecture runs).
+        # (table runs) and Bayes by Hypernet KL spread (table and architecture runs); the
+        # last seed's Bayes by Hypernet weight spread (table and architecture runs).
         settings = dict(n_samples=params["n_samples"], batch_size=params["eval_batch_size"],
                         seed=params["seed"])
         mnist.evaluate_methods(runs, data.test.x, data.test.y, data.outliers.x, **settings)
@@ -147,6 +148,10 @@ def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
         if bbh and group in (SEED_GROUP.format("table", first_seed),
                              SEED_GROUP.format("architecture", first_seed)):
             mnist.kl_estimate_spread(bbh, len(data.train), seed=params["seed"])
+        if bbh and group in (SEED_GROUP.format("table", last_seed),
+                             SEED_GROUP.format("architecture", last_seed)):
+            mnist.weight_spread(bbh, len(data.train), n_samples=params["n_samples"],
+                                seed=params["seed"])
 
     return ChapterPlan(data, groups, evaluate)
 

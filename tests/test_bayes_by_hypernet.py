@@ -19,6 +19,7 @@ from hypernets.likelihoods import Categorical, Gaussian
 from hypernets.methods import BayesByHypernet
 from hypernets.methods.bayes_by_hypernet import (
     annealing_weight,
+    gaussian_marginal_kl_bound,
     nearest_neighbour_kl,
     per_weight_nearest_neighbour_kl,
 )
@@ -64,6 +65,42 @@ def test_nearest_neighbour_kl_rejects_bad_shapes():
         nearest_neighbour_kl(torch.zeros(1, 3), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="d = 3 columns"):
         nearest_neighbour_kl(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+def test_gaussian_marginal_kl_bound_is_the_closed_form_for_a_factorised_gaussian():
+    gen = torch.Generator().manual_seed(0)
+    mean, std = torch.tensor([1.0, -0.5, 0.0]), torch.tensor([0.5, 1.5, 0.1])
+    samples = mean + std * torch.randn(200_000, 3, generator=gen)
+    bound = gaussian_marginal_kl_bound(samples, prior_std=2.0)
+    assert bound.shape == (3,) and bound.dtype == torch.float64
+    assert float(bound.sum()) == pytest.approx(gaussian_kl_to_standard(mean / 2, std / 2), rel=0.01)
+
+
+def test_gaussian_marginal_kl_bound_stays_below_the_kl_of_a_uniform_posterior():
+    samples = torch.rand(200_000, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    exact = -math.log(2) + 1 / 6 + 0.5 * math.log(2 * math.pi)  # KL(U(-1, 1) || N(0, 1))
+    gaussian = 0.5 * (1 / 3 - math.log(1 / 3) - 1)
+    bound = float(gaussian_marginal_kl_bound(samples))
+    assert bound == pytest.approx(gaussian, rel=0.01) and bound < exact - 0.1
+
+
+def test_joint_estimate_of_few_samples_falls_far_below_the_bound_when_few_weights_spread():
+    # The failure this bound exposes: with n = 5 the joint estimate sees only distances, which
+    # 10 wide coordinates dominate, so 1,990 nearly fixed ones (each far from the prior) go unseen.
+    gen = torch.Generator().manual_seed(0)
+    std = torch.cat([torch.full((10,), 30.0), torch.full((1990,), 0.01)])
+    samples = std * torch.randn(5, 2000, generator=gen)
+    estimate = float(nearest_neighbour_kl(samples, torch.randn(5, 2000, generator=gen)))
+    bound_of_q = gaussian_kl_to_standard(torch.zeros(2000), std)
+    assert estimate < 0 < 0.5 * bound_of_q  # the KL is at least 8,000 nats
+    assert float(gaussian_marginal_kl_bound(samples).sum()) > 0.5 * bound_of_q
+
+
+def test_gaussian_marginal_kl_bound_rejects_bad_input():
+    with pytest.raises(ValueError, match="n >= 2"):
+        gaussian_marginal_kl_bound(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="prior_std"):
+        gaussian_marginal_kl_bound(torch.randn(4, 3), prior_std=0.0)
 
 
 def test_per_weight_kl_is_the_sum_of_one_dimensional_joint_estimates_with_their_gradients():

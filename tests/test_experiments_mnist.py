@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hypernets import evaluation, metrics, plots, runs, targets
+from hypernets import evaluation, metrics, plots, runs, seeding, targets
 from hypernets.data import load_mnist_splits
 from hypernets.experiments import mnist
+from hypernets.methods.bayes_by_hypernet import gaussian_marginal_kl_bound
 from hypernets.methods.ensemble import DeepEnsemble
 from hypernets.targets import get_target
 
@@ -333,6 +334,28 @@ def test_bbh_objective_and_the_spread_of_its_kl_estimate(data, trained):
     assert len(fig.axes) == 3
     with pytest.raises(ValueError, match="no Bayes by Hypernet run"):
         mnist.bbh_objective(trained, n_train=100)
+
+
+def test_weight_spread_splits_the_variance_and_the_kl_bound_by_tensor(data, trained):
+    bbh = runs.train_methods(["bbh"], small_target(), data.train.x[:100], data.train.y[:100],
+                             epochs=1, batch_size=50,
+                             options={"bbh": {"train_samples": 3, "hidden": [8, 16]}})
+    spread = mnist.weight_spread({**trained, **bbh}, n_train=100, n_samples=10, seed=3)
+    target = small_target()
+    assert list(spread["tensor"]) == [*target.param_shapes, "all"]
+    tensors, total = spread.iloc[:-1], spread.iloc[-1]
+    assert tensors["n_weights"].sum() == total["n_weights"] == target.num_params
+    assert tensors["variance_share"].sum() == pytest.approx(1.0)
+    assert tensors["kl_bound"].sum() == pytest.approx(total["kl_bound"])
+    method = bbh["bbh"].method
+    with seeding.seeded(3, method.device), torch.no_grad():
+        flat = target.flatten(method.sample_params(10))
+        estimates = [method.kl_estimate(target.unflatten(flat[i:i + 3])) for i in (0, 3, 6)]
+    assert total["kl_bound"] == pytest.approx(float(gaussian_marginal_kl_bound(flat).sum()) / 100)
+    assert total["kl_estimate"] == pytest.approx(float(torch.stack(estimates).mean()) / 100)
+    assert total["std"] == pytest.approx(float(flat.std(0).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="no Bayes by Hypernet run"):
+        mnist.weight_spread(trained, n_train=100)
 
 
 def test_noise_ablation_rows_share_bbh_options_and_judge_against_the_published_noise():

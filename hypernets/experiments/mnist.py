@@ -11,6 +11,7 @@ names (a registry name, or a variant such as ``bbh_single``, see :mod:`hypernets
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from hypernets.evaluation import (
     ordering_verdict,
     predict_probs,
 )
-from hypernets.methods.bayes_by_hypernet import BayesByHypernet
+from hypernets.methods.bayes_by_hypernet import BayesByHypernet, gaussian_marginal_kl_bound
 from hypernets.plots import metric_panels
 from hypernets.published import method_label as published_label
 from hypernets.runs import TrainedMethod
@@ -43,7 +44,7 @@ from hypernets.validation import check_int
 #: Versions of what this chapter's evaluations compute from a run (see
 #: :meth:`~hypernets.runs.TrainedMethod.evaluated`): a change that can alter a kept value
 #: increases its version (``tests/test_records.py`` pins the code).
-EVALUATION_VERSIONS = {"mnist.classification": 1, "mnist.kl_spread": 1}
+EVALUATION_VERSIONS = {"mnist.classification": 1, "mnist.kl_spread": 1, "mnist.weight_spread": 1}
 
 
 def evaluate_methods(trained: Mapping[str, TrainedMethod], x_test: Tensor, y_test: Tensor,
@@ -303,6 +304,66 @@ def kl_estimate_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
                                EVALUATION_VERSIONS["mnist.kl_spread"], compute)
         rows.append({"method": name, "label": run.label, **spread,
                      "nll": run.history[-1]["nll"] if run.history else float("nan")})
+    if not rows:
+        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
+    return pd.DataFrame(rows)
+
+
+def weight_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
+                  n_samples: int = 100, seed: int = 0) -> pd.DataFrame:
+    """Where each Bayes by Hypernet posterior puts its spread, and what its KL estimate misses.
+
+    From ``n_samples`` weight sets of every Bayes by Hypernet run, one row per run and weight
+    tensor (and a row ``all``): ``n_weights``, ``mean_abs`` (mean over the tensor's weights of
+    |mean over samples|), ``std`` (mean of the per-weight standard deviations), ``variance_share``
+    (the tensor's part of the summed variance, which is what the joint estimate's distances
+    see), ``kl_bound`` (:func:`gaussian_marginal_kl_bound` over the tensor, per training point:
+    the true KL per point is at least the row ``all``), and on the row ``all``
+    ``kl_estimate`` (the method's own estimate per point, averaged over the sets of S samples
+    the n_samples make, as training draws them).
+    """
+    n_train = check_int("n_train", n_train, minimum=1)
+    n_samples = check_int("n_samples", n_samples, minimum=2)
+    rows = []
+    for name, run in trained.items():
+        if run.method_name != "bbh":
+            continue
+
+        def compute(run=run, name=name) -> dict[str, Any]:
+            method = run.method
+            per_set = method.train_samples
+            if n_samples < per_set:
+                raise ValueError(f"n_samples must be at least {name}'s {per_set} training "
+                                 f"samples (one KL estimate), got {n_samples}")
+            method.eval()
+            with seeded(seed, method.device), torch.no_grad():
+                flat = method.target.flatten(method.sample_params(n_samples)).float()
+                estimates = [method.kl_estimate(method.target.unflatten(flat[i:i + per_set]))
+                             for i in range(0, n_samples - per_set + 1, per_set)]
+            bound = gaussian_marginal_kl_bound(flat.cpu(), method.prior_std) / n_train
+            mean_abs, variance = flat.mean(0).abs().cpu(), flat.var(0).cpu().double()
+            tensors, start = [], 0
+            for tensor, shape in method.target.param_shapes.items():
+                part = slice(start, start + math.prod(shape))
+                start = part.stop
+                tensors.append({"tensor": tensor, "n_weights": part.stop - part.start,
+                                "mean_abs": float(mean_abs[part].mean()),
+                                "std": float(variance[part].sqrt().mean()),
+                                "variance_share": float(variance[part].sum() / variance.sum()),
+                                "kl_bound": float(bound[part].sum())})
+            return {"tensors": tensors, "kl_bound": float(bound.sum()),
+                    "kl_estimate": float(torch.stack(estimates).mean()) / n_train,
+                    "std": float(variance.sqrt().mean()), "mean_abs": float(mean_abs.mean())}
+
+        spread = run.evaluated("mnist.weight_spread", {"n_train": n_train, "n_samples": n_samples,
+                                                       "seed": seed},
+                               EVALUATION_VERSIONS["mnist.weight_spread"], compute)
+        for tensor in spread["tensors"]:
+            rows.append({"method": name, "label": run.label, **tensor})
+        rows.append({"method": name, "label": run.label, "tensor": "all",
+                     "n_weights": sum(t["n_weights"] for t in spread["tensors"]),
+                     "mean_abs": spread["mean_abs"], "std": spread["std"], "variance_share": 1.0,
+                     "kl_bound": spread["kl_bound"], "kl_estimate": spread["kl_estimate"]})
     if not rows:
         raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
     return pd.DataFrame(rows)
