@@ -248,6 +248,14 @@ def plot_noise_ablation(summary: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def _bbh_runs(trained: Mapping[str, TrainedMethod]) -> dict[str, TrainedMethod]:
+    """The Bayes by Hypernet runs among ``trained``; ValueError if there is none."""
+    runs = {name: run for name, run in trained.items() if run.method_name == "bbh"}
+    if not runs:
+        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
+    return runs
+
+
 def bbh_objective(trained: Mapping[str, TrainedMethod], n_train: int) -> pd.DataFrame:
     """Bayes by Hypernet's objective per epoch, for every run of the method in ``trained``.
 
@@ -259,16 +267,12 @@ def bbh_objective(trained: Mapping[str, TrainedMethod], n_train: int) -> pd.Data
     """
     n_train = check_int("n_train", n_train, minimum=1)
     rows = []
-    for name, run in trained.items():
-        if run.method_name != "bbh":
-            continue
+    for name, run in _bbh_runs(trained).items():
         for record in run.history:
             rows.append({"method": name, "label": run.label, "epoch": record["epoch"],
                          "nll": record["nll"], "kl_per_point": record["kl"] / n_train,
                          "weighted_kl": record["anneal"] * record["kl"] / n_train,
                          "test_error_pct": record.get("test_error_pct", float("nan"))})
-    if not rows:
-        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
     return pd.DataFrame(rows)
 
 
@@ -284,9 +288,7 @@ def kl_estimate_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
     n_train = check_int("n_train", n_train, minimum=1)
     n_draws = check_int("n_draws", n_draws, minimum=2)
     rows = []
-    for name, run in trained.items():
-        if run.method_name != "bbh":
-            continue
+    for name, run in _bbh_runs(trained).items():
 
         def compute(run=run) -> dict[str, float]:
             method = run.method
@@ -304,8 +306,6 @@ def kl_estimate_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
                                EVALUATION_VERSIONS["mnist.kl_spread"], compute)
         rows.append({"method": name, "label": run.label, **spread,
                      "nll": run.history[-1]["nll"] if run.history else float("nan")})
-    if not rows:
-        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
     return pd.DataFrame(rows)
 
 
@@ -325,9 +325,7 @@ def weight_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
     n_train = check_int("n_train", n_train, minimum=1)
     n_samples = check_int("n_samples", n_samples, minimum=2)
     rows = []
-    for name, run in trained.items():
-        if run.method_name != "bbh":
-            continue
+    for name, run in _bbh_runs(trained).items():
 
         def compute(run=run, name=name) -> dict[str, Any]:
             method = run.method
@@ -342,15 +340,14 @@ def weight_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
                              for i in range(0, n_samples - per_set + 1, per_set)]
             bound = gaussian_marginal_kl_bound(flat.cpu(), method.prior_std) / n_train
             mean_abs, variance = flat.mean(0).abs().cpu(), flat.var(0).cpu().double()
-            tensors, start = [], 0
-            for tensor, shape in method.target.param_shapes.items():
-                part = slice(start, start + math.prod(shape))
-                start = part.stop
-                tensors.append({"tensor": tensor, "n_weights": part.stop - part.start,
-                                "mean_abs": float(mean_abs[part].mean()),
-                                "std": float(variance[part].sqrt().mean()),
-                                "variance_share": float(variance[part].sum() / variance.sum()),
-                                "kl_bound": float(bound[part].sum())})
+            sizes = [math.prod(shape) for shape in method.target.param_shapes.values()]
+            tensors = [{"tensor": tensor, "n_weights": size, "mean_abs": float(part_mean.mean()),
+                        "std": float(part_variance.sqrt().mean()),
+                        "variance_share": float(part_variance.sum() / variance.sum()),
+                        "kl_bound": float(part_bound.sum())}
+                       for tensor, size, part_mean, part_variance, part_bound
+                       in zip(method.target.param_shapes, sizes, mean_abs.split(sizes),
+                              variance.split(sizes), bound.split(sizes))]
             return {"tensors": tensors, "kl_bound": float(bound.sum()),
                     "kl_estimate": float(torch.stack(estimates).mean()) / n_train,
                     "std": float(variance.sqrt().mean()), "mean_abs": float(mean_abs.mean())}
@@ -364,8 +361,6 @@ def weight_spread(trained: Mapping[str, TrainedMethod], n_train: int, *,
                      "n_weights": sum(t["n_weights"] for t in spread["tensors"]),
                      "mean_abs": spread["mean_abs"], "std": spread["std"], "variance_share": 1.0,
                      "kl_bound": spread["kl_bound"], "kl_estimate": spread["kl_estimate"]})
-    if not rows:
-        raise ValueError(f"no Bayes by Hypernet run among {list(trained)}")
     return pd.DataFrame(rows)
 
 
