@@ -115,30 +115,38 @@ def _lenet_runs(params: Mapping[str, Any], data: ImageSplits, methods, target: s
                         evaluate=_curve(data, params), precision=params["precision"])
 
 
-#: A group of the runs of one training seed (the MNIST table's ``table`` and ``architecture``).
+#: A group of the runs of one training seed (the MNIST table's ``table``, ``architecture``, ...).
 SEED_GROUP = "{}_seed{}"
 
 
 def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
-    """Bayes by Hypernet's MNIST table (``table``) and its table of architectures
-    (``architecture``), for every training seed in ``seeds`` (:data:`SEED_GROUP`, see
-    :func:`train_seeds`). ``seed`` fixes the data and the per-epoch test samples."""
+    """Bayes by Hypernet's MNIST table (``table``), its table of architectures
+    (``architecture``) and the KL-estimator ablation (``estimator``), for every training seed
+    in ``seeds`` (:data:`SEED_GROUP`, see :func:`train_seeds`). The ablation's groups come
+    last, so that the tables train first. ``seed`` fixes the data and the per-epoch test
+    samples."""
     data = load_mnist_splits(n_train=params["n_train"], n_test=params["n_test"], seed=params["seed"])
-    variants = mnist.architecture_variant_options(params["options"],
-                                                  params["architecture_options"])
+    variants = {"architecture": mnist.architecture_variant_options(
+                    params["options"], params["architecture_options"]),
+                "estimator": mnist.estimator_variant_options(params["options"])}
     groups = {}
     for seed in params["seeds"]:
         seeded_params = {**params, "training_seed": seed}
         groups[SEED_GROUP.format("table", seed)] = _lenet_runs(
             seeded_params, data, params["methods"], params["target"])
         groups[SEED_GROUP.format("architecture", seed)] = _lenet_runs(
-            {**seeded_params, "options": variants}, data, list(variants), params["target"])
+            {**seeded_params, "options": variants["architecture"]}, data,
+            list(variants["architecture"]), params["target"])
+    for seed in params["seeds"]:
+        groups[SEED_GROUP.format("estimator", seed)] = _lenet_runs(
+            {**params, "training_seed": seed, "options": variants["estimator"]}, data,
+            list(variants["estimator"]), params["target"])
     first_seed, last_seed = params["seeds"][0], params["seeds"][-1]
 
     def evaluate(group: str, runs: Mapping[str, TrainedMethod]) -> None:
         # What the notebook computes: every run's row; the first seed's reliability bins
         # (table runs) and Bayes by Hypernet KL spread (table and architecture runs); the
-        # last seed's Bayes by Hypernet weight spread (table and architecture runs).
+        # last seed's Bayes by Hypernet weight spread (table, architecture, estimator runs).
         settings = dict(n_samples=params["n_samples"], batch_size=params["eval_batch_size"],
                         seed=params["seed"])
         mnist.evaluate_methods(runs, data.test.x, data.test.y, data.outliers.x, **settings)
@@ -149,7 +157,8 @@ def mnist_table(params: Mapping[str, Any]) -> ChapterPlan:
                              SEED_GROUP.format("architecture", first_seed)):
             mnist.kl_estimate_spread(bbh, len(data.train), seed=params["seed"])
         if bbh and group in (SEED_GROUP.format("table", last_seed),
-                             SEED_GROUP.format("architecture", last_seed)):
+                             SEED_GROUP.format("architecture", last_seed),
+                             SEED_GROUP.format("estimator", last_seed)):
             mnist.weight_spread(bbh, len(data.train), n_samples=params["n_samples"],
                                 seed=params["seed"])
 

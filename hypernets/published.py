@@ -59,6 +59,8 @@ EXTRA_LABELS: dict[str, str] = {
     "bbh_single": "Bayes by Hypernet, single hypernetwork",
     "bbh_layerwise": "Bayes by Hypernet, layer-wise hypernetworks",
     "bbh_sliced": "Bayes by Hypernet, sliced layer-wise hypernetworks",
+    "bbh_kl_joint": "Bayes by Hypernet, joint KL estimate",
+    "bbh_kl_per_weight": "Bayes by Hypernet, per-weight KL estimate",
     **{f"bbh_{'ind' if independent else ''}noise{dim}":
        f"Bayes by Hypernet, noise {dim}, {'independent' if independent else 'shared'}"
        for dim in (1, 8, 64) for independent in (False, True) if (dim, independent) != (8, False)},

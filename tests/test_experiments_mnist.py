@@ -136,7 +136,7 @@ def test_architecture_variants_are_the_architectures_bbh_does_not_have():
     options = {"bbh": {"train_samples": 3}, "map": {"prior_std": 2.0}}
     variants = mnist.architecture_variant_options(options, {"n_chunks": 130})
     # bbh is layer-wise by default: the sliced and the single hypernetwork are trained beside it.
-    assert mnist.bbh_architecture(options) == "layer_wise"
+    assert mnist.bbh_setting(options, "architecture") == "layer_wise"
     assert variants == {
         "bbh_single": {"train_samples": 3, "method": "bbh", "architecture": "single", "n_chunks": 130},
         "bbh_sliced": {"train_samples": 3, "method": "bbh", "architecture": "sliced"}}
@@ -145,20 +145,53 @@ def test_architecture_variants_are_the_architectures_bbh_does_not_have():
     assert mnist.architecture_variant_options(sliced, None)["bbh_layerwise"]["architecture"] == "layer_wise"
 
 
+def test_bbh_setting_reads_the_option_else_the_default_and_refuses_unknown_names():
+    assert mnist.bbh_setting(None, "kl_estimator") == "joint"
+    assert mnist.bbh_setting({"bbh": {"kl_estimator": "per_weight"}}, "kl_estimator") == "per_weight"
+    with pytest.raises(ValueError, match="name must be an option of BayesByHypernet"):
+        mnist.bbh_setting(None, "kl")
+
+
+def test_estimator_variant_is_the_other_estimator_with_every_other_setting():
+    options = {"bbh": {"anneal_start": 0.5, "anneal_epochs": 1.5}, "map": {"prior_std": 2.0}}
+    assert mnist.estimator_variant_options(options) == {"bbh_kl_per_weight": {
+        "anneal_start": 0.5, "anneal_epochs": 1.5, "method": "bbh", "kl_estimator": "per_weight"}}
+    per_weight = {"bbh": {"kl_estimator": "per_weight", "train_samples": 2}}
+    assert mnist.estimator_variant_options(per_weight) == {"bbh_kl_joint": {
+        "kl_estimator": "joint", "train_samples": 2, "method": "bbh"}}
+
+
+def test_estimator_claims_judge_the_per_weight_row_against_the_joint_one():
+    rows = [{"method": method, "label": method, "seed": seed, "error_pct": error,
+             "entropy_auc_out": auc}
+            for seed in range(3)
+            for method, error, auc in (("bbh_kl_joint", 1.3 + 0.01 * seed, 0.70 + 0.01 * seed),
+                                       ("bbh_kl_per_weight", 3.0 + 0.01 * seed, 0.71 - 0.02 * seed))]
+    summary = evaluation.seed_summary(pd.DataFrame(rows), ["error_pct", "entropy_auc_out"])
+    claims = mnist.estimator_claims(summary).set_index("claim")
+    assert claims.loc["per-weight estimate less accurate than the joint one", "seen"] == True
+    # Noisy AUCs whose interval holds 0: undecided.
+    assert claims.loc["per-weight estimate less confident on notMNIST than the joint one",
+                      "seen"] is None
+
+
 def test_architecture_rows_name_the_main_run_by_its_architecture():
     results = pd.DataFrame({"method": ["map", "bbh"], "label": ["MAP", "Bayes by Hypernet"],
                             "error_pct": [1.0, 2.0]})
     variants = pd.DataFrame({"method": ["bbh_sliced", "bbh_single"], "label": ["x", "y"],
                              "error_pct": [4.0, 3.0]})
-    rows = mnist.architecture_results(results, variants, "layer_wise")
+    rows = mnist.variant_rows(results, variants, mnist.ARCHITECTURE_ROWS, "layer_wise")
     assert list(rows["method"]) == ["bbh_single", "bbh_layerwise", "bbh_sliced"]
     assert list(rows["error_pct"]) == [3.0, 2.0, 4.0]
     assert rows["label"].iloc[1] == "Bayes by Hypernet, layer-wise hypernetworks"
     with pytest.raises(ValueError, match="one 'bbh' row"):
-        mnist.architecture_results(results[results["method"] == "map"], variants, "layer_wise")
+        mnist.variant_rows(results[results["method"] == "map"], variants, mnist.ARCHITECTURE_ROWS,
+                           "layer_wise")
     # The main run cannot stand in for an architecture it does not have.
     with pytest.raises(ValueError, match="no rows for \\['bbh_layerwise'\\]"):
-        mnist.architecture_results(results, variants, "sliced")
+        mnist.variant_rows(results, variants, mnist.ARCHITECTURE_ROWS, "sliced")
+    with pytest.raises(ValueError, match="main must be one of"):
+        mnist.variant_rows(results, variants, mnist.ARCHITECTURE_ROWS, "chunked")
 
 
 def test_architecture_variant_trains(data):
@@ -284,17 +317,18 @@ def test_a_collapsed_bbh_is_not_less_confident_on_outliers():
     assert outlier["seen"] == False and "less accurate" in outlier["evidence"]  # noqa: E712
 
 
-def test_architecture_over_seeds_pairs_the_runs_of_each_seed():
+def test_variant_rows_over_seeds_pair_the_runs_of_each_seed():
     main = pd.DataFrame({"method": ["bbh", "bbh"], "label": ["b", "b"], "seed": [0, 1],
                          "error_pct": [1.0, 2.0]})
     variants = pd.DataFrame({"method": ["bbh_single", "bbh_sliced"] * 2, "label": ["s", "l"] * 2,
                              "seed": [0, 0, 1, 1], "error_pct": [3.0, 4.0, 5.0, 6.0]})
-    rows = mnist.architecture_over_seeds(main, variants, "layer_wise")
+    rows = mnist.variant_rows_over_seeds(main, variants, mnist.ARCHITECTURE_ROWS, "layer_wise")
     assert list(zip(rows["seed"], rows["method"], rows["error_pct"])) == [
         (0, "bbh_single", 3.0), (0, "bbh_layerwise", 1.0), (0, "bbh_sliced", 4.0),
         (1, "bbh_single", 5.0), (1, "bbh_layerwise", 2.0), (1, "bbh_sliced", 6.0)]
     with pytest.raises(ValueError, match="train both for every seed"):
-        mnist.architecture_over_seeds(main, variants[variants["seed"] == 0], "layer_wise")
+        mnist.variant_rows_over_seeds(main, variants[variants["seed"] == 0], mnist.ARCHITECTURE_ROWS,
+                                      "layer_wise")
 
 
 def test_reliability_table_bins_each_runs_mean_predictive(trained, data):

@@ -65,8 +65,13 @@ def test_shared_runs_have_one_key_and_other_settings_another():
 
 def test_every_training_seed_of_the_mnist_table_is_a_group_of_its_own(tmp_path):
     plan = plans.mnist_table(params("mnist_table", "smoke", **{**SMALL, "seeds": [0, 2]}))
+    # The estimator ablation's groups come after both seeds' tables, so the tables train first.
     assert list(plan.groups) == ["table_seed0", "architecture_seed0", "table_seed2",
-                                 "architecture_seed2"]
+                                 "architecture_seed2", "estimator_seed0", "estimator_seed2"]
+    ablation = plan.groups["estimator_seed2"]
+    assert [(r.name, r.seed) for r in ablation] == [("bbh_kl_joint", 2)]
+    bbh = next(r for r in plan.groups["table_seed2"] if r.name == "bbh")
+    assert ablation[0].settings()["options"] == {**bbh.settings()["options"], "kl_estimator": "joint"}
     assert [r.seed for r in plan.groups["table_seed2"]] == [2] * len(plan.groups["table_seed2"])
     by_seed = {group: {r.name: request_hash(key_document(r, r.build())) for r in requests}
                for group, requests in plan.groups.items() if group.startswith("table")}

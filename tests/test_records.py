@@ -201,20 +201,25 @@ def test_the_mnist_and_adversarial_pages_read_what_one_sitting_evaluated(tmp_pat
 
     chapters[0].train_all(store=store.RunStore(tmp_path / "a"), after_each=evaluate)
     assert dict(evaluated) == {"map": [True, True], "bbh": [True, True],
-                               "bbh_single": [True, False], "bbh_sliced": [True, False]}
+                               "bbh_single": [True, False], "bbh_sliced": [True, False],
+                               "bbh_kl_joint": [True, False]}
 
     empty = store.RunStore(tmp_path / "b")
     page = plans.mnist_table(table_params)
     trained = {0: page.train("table_seed0", store=empty)}
     variants = {0: page.train("architecture_seed0", store=empty)}
+    estimators = {0: page.train("estimator_seed0", store=empty)}
     data, settings = page.data, dict(n_samples=table_params["n_samples"],
                                      batch_size=table_params["eval_batch_size"],
                                      seed=table_params["seed"])
     table = mnist.evaluate_seeds(trained, data.test.x, data.test.y, data.outliers.x, **settings)
     mnist.evaluate_seeds(variants, data.test.x, data.test.y, data.outliers.x, **settings)
+    mnist.evaluate_seeds(estimators, data.test.x, data.test.y, data.outliers.x, **settings)
     bins = reliability_table(trained[0], data.test.x, data.test.y, **settings)
     spread = mnist.kl_estimate_spread({**trained[0], **variants[0]}, len(data.train),
                                       seed=table_params["seed"])
+    weights = mnist.weight_spread({**trained[0], **variants[0], **estimators[0]}, len(data.train),
+                                  n_samples=table_params["n_samples"], seed=table_params["seed"])
 
     attack = plans.adversarial(attack_params)
     attacked = {0: attack.train("methods_seed0", store=empty)}
@@ -228,10 +233,12 @@ def test_the_mnist_and_adversarial_pages_read_what_one_sitting_evaluated(tmp_pat
         {"bbh": attacked[0]["bbh"]}, test.x[:8], test.y[:8], epsilons=p["detection_epsilons"],
         n_nets=p["detection_nets"], batch_size=p["eval_batch_size"], seed=p["seed"])
 
-    served = [*trained[0].values(), *variants[0].values(), *attacked[0].values()]
+    served = [*trained[0].values(), *variants[0].values(), *estimators[0].values(),
+              *attacked[0].values()]
     assert not any(run.in_memory for run in served) and not (tmp_path / "b").exists()
     assert set(table["method"]) == {"map", "bbh"} and table["error_pct"].between(0, 100).all()
     assert bins["count"].sum() == 2 * table_params["n_test"] and len(spread) == 3
+    assert set(weights["method"]) == {"bbh", "bbh_single", "bbh_sliced", "bbh_kl_joint"}
     assert set(curves["method"]) == {"map", "bbh"} and images.shape[:2] == (len(p["epsilons"]), 4)
     assert len(detection.table) == len(detection.scores) > 0
     adversarial.detection_claims(detection, seed=p["seed"])

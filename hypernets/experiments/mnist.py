@@ -118,12 +118,16 @@ def architecture_claims(summary: pd.DataFrame) -> pd.DataFrame:
 
 # The rows of the paper's table of hypernetwork architectures, by ``BayesByHypernet.architecture``.
 ARCHITECTURE_ROWS = {"single": "bbh_single", "layer_wise": "bbh_layerwise", "sliced": "bbh_sliced"}
+#: The rows of the KL-estimator ablation (not in the paper), by ``BayesByHypernet.kl_estimator``.
+ESTIMATOR_ROWS = {"joint": "bbh_kl_joint", "per_weight": "bbh_kl_per_weight"}
 
 
-def bbh_architecture(method_options: Mapping[str, Mapping[str, Any]] | None) -> str:
-    """The architecture of the ``bbh`` run: its option, else the method's default."""
-    default = inspect.signature(BayesByHypernet).parameters["architecture"].default
-    return (method_options or {}).get("bbh", {}).get("architecture", default)
+def bbh_setting(method_options: Mapping[str, Mapping[str, Any]] | None, name: str) -> Any:
+    """The ``bbh`` run's constructor argument ``name``: its option, else the method's default."""
+    parameters = inspect.signature(BayesByHypernet).parameters
+    if name not in parameters or name in ("target", "likelihood"):
+        raise ValueError(f"name must be an option of BayesByHypernet, got {name!r}")
+    return (method_options or {}).get("bbh", {}).get(name, parameters[name].default)
 
 
 def architecture_variant_options(method_options: Mapping[str, Mapping[str, Any]] | None,
@@ -137,49 +141,72 @@ def architecture_variant_options(method_options: Mapping[str, Mapping[str, Any]]
     hypernetwork.
     """
     bbh = dict((method_options or {}).get("bbh", {}))
-    main = bbh_architecture(method_options)
+    main = bbh_setting(method_options, "architecture")
     return {row: {**bbh, "method": "bbh", "architecture": architecture,
                   **(dict(architecture_options or {}) if architecture == "single" else {})}
             for architecture, row in ARCHITECTURE_ROWS.items() if architecture != main}
 
 
-def architecture_results(results: pd.DataFrame, variant_results: pd.DataFrame,
-                         bbh_architecture: str) -> pd.DataFrame:
-    """Rows of the architecture table, in :data:`ARCHITECTURE_ROWS` order.
+def estimator_variant_options(method_options: Mapping[str, Mapping[str, Any]] | None
+                              ) -> dict[str, dict[str, Any]]:
+    """Options of the KL-estimator ablation's run besides ``bbh``: run name -> options, the
+    other estimator of :data:`ESTIMATOR_ROWS` with every other setting of ``bbh``."""
+    bbh = dict((method_options or {}).get("bbh", {}))
+    main = bbh_setting(method_options, "kl_estimator")
+    return {row: {**bbh, "method": "bbh", "kl_estimator": estimator}
+            for estimator, row in ESTIMATOR_ROWS.items() if estimator != main}
 
-    ``results`` is the main :func:`evaluate_methods` table, whose ``bbh`` row (of architecture
-    ``bbh_architecture``) becomes that architecture's row, so it is not trained twice;
-    ``variant_results`` has the runs of :func:`architecture_variant_options`.
+
+def variant_rows(results: pd.DataFrame, variant_results: pd.DataFrame, rows: Mapping[str, str],
+                 main: str) -> pd.DataFrame:
+    """The rows of a table of ``bbh`` variants, in the order of ``rows`` (setting -> row name,
+    e.g. :data:`ARCHITECTURE_ROWS`).
+
+    ``results`` is the main :func:`evaluate_methods` table, whose ``bbh`` row (of setting
+    ``main``) becomes that setting's row, so it is not trained twice; ``variant_results`` has
+    the runs of the other settings (e.g. :func:`architecture_variant_options`).
     """
-    main = results[results["method"] == "bbh"]
-    if len(main) != 1:
-        raise ValueError(f"architecture_results needs one 'bbh' row in results, got "
+    bbh = results[results["method"] == "bbh"]
+    if len(bbh) != 1:
+        raise ValueError(f"variant_rows needs one 'bbh' row in results, got "
                          f"{list(results['method'])}")
-    if bbh_architecture not in ARCHITECTURE_ROWS:
-        raise ValueError(f"bbh_architecture must be one of {list(ARCHITECTURE_ROWS)}, got "
-                         f"{bbh_architecture!r}")
-    row = ARCHITECTURE_ROWS[bbh_architecture]
-    table = pd.concat([variant_results, main.assign(method=row, label=published_label(row))],
+    if main not in rows:
+        raise ValueError(f"main must be one of {list(rows)}, got {main!r}")
+    row = rows[main]
+    table = pd.concat([variant_results, bbh.assign(method=row, label=published_label(row))],
                       ignore_index=True)
-    missing = set(ARCHITECTURE_ROWS.values()) - set(table["method"])
+    missing = set(rows.values()) - set(table["method"])
     if missing:
-        raise ValueError(f"architecture_results: no rows for {sorted(missing)} in "
+        raise ValueError(f"variant_rows: no rows for {sorted(missing)} in "
                          f"variant_results {list(variant_results['method'])}")
-    order = {name: i for i, name in enumerate(ARCHITECTURE_ROWS.values())}
+    order = {name: i for i, name in enumerate(rows.values())}
     table = table[table["method"].isin(order)]
     return table.sort_values("method", key=lambda m: m.map(order)).reset_index(drop=True)
 
 
-def architecture_over_seeds(per_seed: pd.DataFrame, variant_per_seed: pd.DataFrame,
-                            bbh_architecture: str) -> pd.DataFrame:
-    """:func:`architecture_results` for every seed of two :func:`evaluate_seeds` tables."""
+def variant_rows_over_seeds(per_seed: pd.DataFrame, variant_per_seed: pd.DataFrame,
+                            rows: Mapping[str, str], main: str) -> pd.DataFrame:
+    """:func:`variant_rows` for every seed of two :func:`evaluate_seeds` tables."""
     seeds = list(dict.fromkeys(per_seed["seed"]))
     if set(seeds) != set(variant_per_seed["seed"]):
         raise ValueError(f"the main runs have seeds {sorted(seeds)}, the variants "
                          f"{sorted(set(variant_per_seed['seed']))}: train both for every seed")
-    return pd.concat([architecture_results(per_seed[per_seed["seed"] == s],
-                                           variant_per_seed[variant_per_seed["seed"] == s],
-                                           bbh_architecture) for s in seeds], ignore_index=True)
+    return pd.concat([variant_rows(per_seed[per_seed["seed"] == s],
+                                   variant_per_seed[variant_per_seed["seed"] == s], rows, main)
+                      for s in seeds], ignore_index=True)
+
+
+def estimator_claims(summary: pd.DataFrame) -> pd.DataFrame:
+    """The measured effect of the KL estimator (the book's question, not a claim of the paper):
+    does the per-weight estimate, which sees every weight's spread, give a higher test error
+    and a lower (more uncertain) notMNIST entropy AUC than the joint one?"""
+    joint, per_weight = ESTIMATOR_ROWS["joint"], ESTIMATOR_ROWS["per_weight"]
+    return pd.DataFrame([
+        ordering_verdict(summary, "per-weight estimate less accurate than the joint one",
+                         "error_pct", per_weight, joint, lower=False),
+        ordering_verdict(summary, "per-weight estimate less confident on notMNIST than the joint "
+                         "one", "entropy_auc_out", per_weight, joint, lower=True),
+    ])
 
 
 #: Bayes by Hypernet's noise ablation, the README's six MNIST runs: run name -> (noise_dim,
