@@ -47,10 +47,12 @@ RESULTS_ENV = "HYPERNETS_RESULTS"
 RESULTS_DESTINATION_ENV = "HYPERNETS_RESULTS_DESTINATION"
 
 # Outputs of notebook runs: rewriting them must not mark the source tree as dirty, otherwise
-# every run would report "+dirty" because the runner writes its output during the run.
+# every run would report "+dirty" because the runner writes its output during the run (a
+# page served from run records adds its evaluations to them; a sitting beside it adds records).
 _RUN_OUTPUT_PATHSPECS = (
     ":(exclude)book/*.ipynb",
     ":(exclude)book/results",
+    ":(exclude)book/records",
     ":(exclude)tests/notebooks",
 )
 
@@ -670,8 +672,8 @@ def seed_everything(seed: int, device: torch.device, *, single_thread: bool = Tr
 def git_commit(repo: Path = PROJECT_ROOT) -> str:
     """Short commit of ``repo``, with ``+dirty`` when sources differ from it; ``unknown`` outside git.
 
-    Executed notebooks and results (``book/*.ipynb``, ``book/results``, ``tests/notebooks``)
-    do not count as changes, since a run rewrites them.
+    Executed notebooks, results and run records (``book/*.ipynb``, ``book/results``,
+    ``book/records``, ``tests/notebooks``) do not count as changes, since a run writes them.
     """
 
     def git(*args: str) -> str:

@@ -260,6 +260,8 @@ def test_git_commit_marks_dirty_sources_but_not_run_outputs(tmp_path):
     (tmp_path / "book" / "page.ipynb").write_text('{"cells": []}')
     (tmp_path / "tests" / "notebooks").mkdir(parents=True)
     (tmp_path / "tests" / "notebooks" / "page.ipynb").write_text("{}")
+    (tmp_path / "book" / "records").mkdir()
+    (tmp_path / "book" / "records" / "key.json").write_text("{}")
     assert book.git_commit(tmp_path) == clean
     (tmp_path / "lib.py").write_text("a = 2\n")
     assert book.git_commit(tmp_path) == clean + "+dirty"
