@@ -32,6 +32,16 @@ def test_saved_without_outputs(source):
     )
 
 
+def test_every_cell_has_a_unique_id(source):
+    # nbformat 5.1 notebooks need cell ids (nbformat warns now and will refuse later); read raw,
+    # since nbformat.read would add missing ids silently.
+    cells = json.loads(source.read_text())["cells"]
+    without = [index for index, cell in enumerate(cells) if not cell.get("id")]
+    ids = [cell.get("id") for cell in cells]
+    assert not without, f"{source.name}: cells {without} have no id"
+    assert len(set(ids)) == len(ids), f"{source.name}: cell ids repeat"
+
+
 def test_one_parameters_cell_declaring_profile_device_seed(source):
     nb = nbformat.read(str(source), as_version=4)
     tagged = [cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", [])]
