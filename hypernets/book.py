@@ -796,7 +796,8 @@ class RunConfig:
         self._summaries.append({"name": label, "decimals": decimals, "records": rounded.to_dict(orient="records")})
 
     def record_runs(self, trained: Mapping[str, Any], seed: int | None = None) -> pd.DataFrame:
-        """Keep each trained run's store key, training time and epochs for the results file;
+        """Keep each trained run's store key, training time, epochs and source (record, store or
+        trained) for the results file;
         return them as a table (``trained``: run name -> :class:`hypernets.runs.TrainedMethod`).
 
         With ``seed`` (one of several training seeds) the runs are recorded as ``name (seed s)``.
@@ -808,7 +809,7 @@ class RunConfig:
             machine = run.trained_with
             self._runs[name] = {"key": run.key, "train_time_s": round(run.train_time_s, 1),
                                 "epochs": last.get("epoch"), "steps": last.get("step"),
-                                "loaded_from_store": run.loaded,
+                                "source": run.source,
                                 "trained_on": f"{machine.get('device')}, "
                                               f"{machine.get('threads')} threads"}
         return pd.DataFrame([{"run": name, **self._runs[name]} for name in trained])

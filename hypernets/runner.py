@@ -532,8 +532,7 @@ def train_only(plans: Sequence[RunPlan], *, hours: float | None = None) -> None:
         groups = chapter.train_all(progress=True, after_each=evaluate, admit=admit)
         for group, trained in groups.items():
             for name, run in trained.items():
-                how = ("recorded" if run.from_record else "in the store" if run.loaded
-                       else "trained")
+                how = {"record": "recorded", "store": "in the store"}.get(run.source, run.source)
                 print(f"  {group}/{name}: {how}, {run.train_time_s:.0f} s of training, "
                       f"key {run.key}", flush=True)
         print(f"trained in {time.perf_counter() - started:.1f} s", flush=True)

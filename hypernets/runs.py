@@ -90,6 +90,12 @@ class TrainedMethod:
     _remade_after_read: bool = field(default=False, init=False, repr=False)
 
     @property
+    def source(self) -> str:
+        """Where this run came from: ``"record"`` (its record in ``book/records``), ``"store"``
+        (the store of trained runs) or ``"trained"`` (trained by this call)."""
+        return "record" if self.from_record else "store" if self.loaded else "trained"
+
+    @property
     def label(self) -> str:
         """The run's label: the registry's, or the published tables' for variants like ``bbh_single``."""
         return published_label(self.name) if self.name != self.method_name else method_label(self.name)

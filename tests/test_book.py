@@ -212,13 +212,13 @@ def test_the_runs_a_page_used_go_into_its_results_with_their_store_keys(toy_prof
     results_path = tmp_path / "toy.json"
     monkeypatch.setenv(book.RESULTS_ENV, str(results_path))
     cfg = book.setup("toy", "smoke", **TOY_PARAMS)
-    run = SimpleNamespace(key="ab" * 32, train_time_s=12.34, loaded=True,
+    run = SimpleNamespace(key="ab" * 32, train_time_s=12.34, source="store",
                           history=[{"epoch": 1, "step": 5}, {"epoch": 2, "step": 10}],
                           trained_with={"device": "a CPU", "threads": 2})
     table = cfg.record_runs({"map": run})
     assert table.to_dict(orient="records") == [
         {"run": "map", "key": "ab" * 32, "train_time_s": 12.3, "epochs": 2, "steps": 10,
-         "loaded_from_store": True, "trained_on": "a CPU, 2 threads"}]
+         "source": "store", "trained_on": "a CPU, 2 threads"}]
     assert list(cfg.record_runs({"map": run}, seed=3)["run"]) == ["map (seed 3)"]
     cfg.finish()
     recorded = json.loads(results_path.read_text())["runs"]

@@ -62,6 +62,7 @@ def test_a_recorded_run_is_served_without_its_weights(tmp_path, data):
     # Another machine: an empty store, the committed records.
     second = runs.train_runs([request(data)], store=store.RunStore(tmp_path / "b"), records=kept)["map"]
     assert not second.in_memory and second.loaded and second.key == first.key
+    assert (first.source, second.source) == ("trained", "record")
     assert second.history == first.history and second.train_time_s == first.train_time_s
     assert second.evaluated("net sum", {"n": 1}, 1, lambda: first_net_sum(second)) == value
     assert calls == ["map"] and not second.in_memory and not (tmp_path / "b" / first.key).exists()

@@ -55,6 +55,7 @@ def test_a_run_trains_once_and_loads_as_trained(tmp_path, data, name):
     first = runs.train_runs([request(data, name, options=options)], store=runs_store)[name]
     second = runs.train_runs([request(data, name, options=options)], store=runs_store)[name]
     assert not first.loaded and second.loaded and first.key == second.key
+    assert (first.source, second.source) == ("trained", "store")
     assert same_state(first.method, second.method)
     assert second.history == first.history and second.train_time_s == first.train_time_s
     assert not runs_store.checkpoint_path(first.key).exists()
