@@ -301,6 +301,14 @@ def accuracy_and_outlier_claims(summary: pd.DataFrame, method: str, baselines: S
     return pd.DataFrame(rows)
 
 
+def prose_list(items: Sequence[str]) -> str:
+    """``items`` joined for a sentence: ``"a"``, ``"a and b"``, ``"a, b and c"`` (``""`` for none)."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def claims_markdown(claims: pd.DataFrame) -> str:
     """A markdown list of claims (``claim, seen, evidence``): seen, not seen or undecided."""
     verdicts = {True: "**seen**", False: "**not seen**", None: "**undecided**"}

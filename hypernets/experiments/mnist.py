@@ -27,10 +27,12 @@ from hypernets.evaluation import (
     classification_row,
     ordering_verdict,
     predict_probs,
+    prose_list,
 )
 from hypernets.methods.bayes_by_hypernet import BayesByHypernet, gaussian_marginal_kl_bound
 from hypernets.plots import metric_panels
 from hypernets.published import method_label as published_label
+from hypernets.published import published
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
 from hypernets.training import tensor_digest
@@ -207,6 +209,81 @@ def estimator_claims(summary: pd.DataFrame) -> pd.DataFrame:
         ordering_verdict(summary, "per-weight estimate less confident on notMNIST than the joint "
                          "one", "entropy_auc_out", per_weight, joint, lower=True),
     ])
+
+
+#: The published runs' epochs (pawni/BayesByHypernet's MNIST run scripts).
+PAPER_EPOCHS = 100
+
+
+def _value(row: pd.Series, metric: str, digits: int, unit: str) -> str:
+    sd = row[metric + SD_SUFFIX]
+    return f"{row[metric]:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}") + unit
+
+
+def _ranking(summary: pd.DataFrame, metric: str, table: str | None, *, digits: int = 2,
+             unit: str = "", ascending: bool = True) -> str:
+    """'A 0.54 ± 0.04 % (paper 0.49 %), B ...': the rows of ``summary`` ordered by ``metric``,
+    with the published value of ``table`` where it has one."""
+    paper = pd.Series(dtype=float)
+    if table is not None:
+        rows = published(table)
+        paper = rows[rows["metric"] == metric].set_index("method")["value"]
+    ordered = summary.sort_values(metric, ascending=ascending)
+    return prose_list([
+        f"{row['label']} {_value(row, metric, digits, unit)}"
+        + (f" (paper {paper[row['method']]:g}{unit})" if row["method"] in paper.index else "")
+        for _, row in ordered.iterrows()])
+
+
+def _verdicts(claims: pd.DataFrame) -> str:
+    """'seen: *a* and *b*; not seen: *c*': the claims grouped by their verdict."""
+    groups: dict[str, list[str]] = {"seen": [], "not seen": [], "undecided": []}
+    for row in claims.itertuples(index=False):
+        seen = None if row.seen is None or pd.isna(row.seen) else bool(row.seen)
+        groups[{True: "seen", False: "not seen", None: "undecided"}[seen]].append(f"*{row.claim}*")
+    return "; ".join(f"{verdict}: {prose_list(items)}" for verdict, items in groups.items() if items)
+
+
+def conclusion(results: pd.DataFrame, claims: pd.DataFrame, architecture: pd.DataFrame,
+               architecture_verdicts: pd.DataFrame, estimator: pd.DataFrame,
+               estimator_verdicts: pd.DataFrame, *, epochs: int) -> str:
+    """The page's conclusion as Markdown prose, computed from its tables.
+
+    ``results``, ``architecture`` and ``estimator`` are the :func:`seed_summary` tables of the
+    main runs, the hypernetwork architectures and the KL estimators; ``claims``,
+    ``architecture_verdicts`` and ``estimator_verdicts`` their verdicts (:func:`table_claims`,
+    :func:`architecture_claims`, :func:`estimator_claims`); ``epochs`` the runs' epochs. Each
+    paragraph ranks the rows by a column of the table, with the paper's number beside ours,
+    and groups the verdicts.
+    """
+    epochs = check_int("epochs", epochs, minimum=1)
+    n_seeds = int(results["n_seeds"].min())
+    paragraphs = [
+        f"*Schedule*: every run trained {epochs} epochs, the paper's {PAPER_EPOCHS}; each number "
+        f"is the mean ± sd over {n_seeds} training seed{'s' if n_seeds > 1 else ''}"
+        + (" (with one seed there is no spread and every verdict is undecided)" if n_seeds < 2 else "")
+        + ", judged by the rules stated with the claims above."]
+    accuracy = (f"**Accuracy.** Test error of the mean predictive, lowest first: "
+                f"{_ranking(results, 'error_pct', 'mnist', unit=' %')}.")
+    if "bbh" in set(results["method"]):
+        rank = list(results.sort_values("error_pct")["method"]).index("bbh") + 1
+        accuracy += f" Bayes by Hypernet ranks {rank} of {len(results)}."
+    paragraphs.append(accuracy)
+    paragraphs.append(
+        f"**Uncertainty on notMNIST.** Entropy AUC on the letters, lowest (most uncertain) first: "
+        f"{_ranking(results, 'entropy_auc_out', 'mnist')}. The paper's claims for Bayes by "
+        f"Hypernet: {_verdicts(claims)}.")
+    paragraphs.append(
+        f"**Hypernetwork architectures.** Test error: "
+        f"{_ranking(architecture, 'error_pct', 'mnist_hypernet_architecture', unit=' %')}; "
+        f"entropy AUC on MNIST, highest (most confident) first: "
+        f"{_ranking(architecture, 'entropy_auc_in', 'mnist_hypernet_architecture', ascending=False)}. "
+        f"The paper's ordering: {_verdicts(architecture_verdicts)}.")
+    paragraphs.append(
+        f"**The KL estimator** (not in the paper). Test error: "
+        f"{_ranking(estimator, 'error_pct', None, unit=' %')}; entropy AUC on notMNIST: "
+        f"{_ranking(estimator, 'entropy_auc_out', None)}. The effect: {_verdicts(estimator_verdicts)}.")
+    return "\n\n".join(paragraphs)
 
 
 #: Bayes by Hypernet's noise ablation, the README's six MNIST runs: run name -> (noise_dim,

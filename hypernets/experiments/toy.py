@@ -41,6 +41,7 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ToyRegression, toy_regression
+from hypernets.evaluation import prose_list
 from hypernets.likelihoods import Gaussian
 from hypernets.reference_posterior import (
     REFERENCE_LABEL,
@@ -458,24 +459,17 @@ def matches_reference(ratio: float, factor: float = 2.0) -> bool:
     return 1.0 / factor <= ratio <= factor
 
 
-def _listing(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _region_sentence(table: pd.DataFrame, column: str, where: str, factor: float) -> str:
     """'Inside the data, A (1.10) and B (0.80) match NUTS; C (0.20) is overconfident; D (4.1) too uncertain.'"""
     ratios = table[column].sort_values(ascending=False)
     match = [f"{label} ({ratio:.2f})" for label, ratio in ratios.items() if matches_reference(ratio, factor)]
     wide = [f"{label} ({ratio:.2f})" for label, ratio in ratios.items() if ratio > factor]
     narrow = [f"{label} ({ratio:.2f})" for label, ratio in ratios.items() if ratio < 1.0 / factor]
-    parts = [f"{_listing(match)} match{'es' if len(match) == 1 else ''} NUTS" if match else "no method matches NUTS"]
+    parts = [f"{prose_list(match)} match{'es' if len(match) == 1 else ''} NUTS" if match else "no method matches NUTS"]
     if narrow:
-        parts.append(f"{_listing(narrow)} {'is' if len(narrow) == 1 else 'are'} overconfident")
+        parts.append(f"{prose_list(narrow)} {'is' if len(narrow) == 1 else 'are'} overconfident")
     if wide:
-        parts.append(f"{_listing(wide)} {'is' if len(wide) == 1 else 'are'} too uncertain")
+        parts.append(f"{prose_list(wide)} {'is' if len(wide) == 1 else 'are'} too uncertain")
     return f"{where}, " + "; ".join(parts) + "."
 
 
@@ -521,7 +515,7 @@ def conclusion(results: Sequence[ToyResult], *, factor: float = 2.0, level: floa
         nuts_growth = summary.loc[(sigma, target, REFERENCE_LABEL), "out / in"]
         lines.append(
             f"The papers' claim, a larger std outside the data than inside, holds for NUTS (out / in = "
-            f"{nuts_growth:.2f}) and for " + (f"every method with a spread except {_listing(flat)}." if flat
+            f"{nuts_growth:.2f}) and for " + (f"every method with a spread except {prose_list(flat)}." if flat
                                              else "every method with a spread."))
         ref, oracle = scores.loc[REFERENCE_LABEL], scores.loc[ORACLE_LABEL]
         methods = scores.drop(index=[REFERENCE_LABEL, ORACLE_LABEL])
@@ -538,7 +532,7 @@ def conclusion(results: Sequence[ToyResult], *, factor: float = 2.0, level: floa
         lines.append(
             f"NUTS's {level:.0%} interval covers {ref['coverage in']:.2f} of the points inside and "
             f"{ref['coverage out']:.2f} outside; the methods' intervals that undercover inside: "
-            f"{_listing(short['in']) or 'none'}; outside: {_listing(short['out']) or 'none'}.")
+            f"{prose_list(short['in']) or 'none'}; outside: {prose_list(short['out']) or 'none'}.")
         paragraphs.append(" ".join(lines))
         for label, row in table.iterrows():
             verdicts.setdefault(label, []).append((matches_reference(row["std in / ref"], factor),
@@ -553,7 +547,7 @@ def conclusion(results: Sequence[ToyResult], *, factor: float = 2.0, level: floa
                 if len(results) > 2 else "this setting")
     paragraphs.append(
         f"**In {settings}**, the methods that match NUTS " + "; ".join(
-            f"{where}: {_listing(labels) or 'none'}" for where, labels in groups.items()) + ".")
+            f"{where}: {prose_list(labels) or 'none'}" for where, labels in groups.items()) + ".")
     return "\n\n".join(paragraphs)
 
 
