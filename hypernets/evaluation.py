@@ -309,11 +309,54 @@ def prose_list(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _mean_sd(row: pd.Series, metric: str, digits: int, unit: str) -> str:
+    sd = row[metric + SD_SUFFIX]
+    return f"{row[metric]:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}") + unit
+
+
+def ranking_prose(summary: pd.DataFrame, metric: str, *, paper: Mapping[str, float] | None = None,
+                  digits: int = 2, unit: str = "", ascending: bool = True) -> str:
+    """The rows of a :func:`seed_summary` ordered by ``metric`` for a sentence: ``"A 0.54 ± 0.04 %
+    (paper 0.49 %), B 0.71 ± 0.05 % and C ..."``, with ``paper``'s value (method -> number)
+    where it has one; no ± with one seed."""
+    if metric not in summary.columns:
+        raise ValueError(f"metric must be a column of the summary, got {metric!r}; it has "
+                         f"{list(summary.columns)}")
+    paper = dict(paper or {})
+    ordered = summary.sort_values(metric, ascending=ascending)
+    return prose_list([
+        f"{row['label']} {_mean_sd(row, metric, digits, unit)}"
+        + (f" (paper {paper[row['method']]:g}{unit})" if row["method"] in paper else "")
+        for _, row in ordered.iterrows()])
+
+
+VERDICTS = {True: "seen", False: "not seen", None: "undecided"}
+
+
+def verdict_of(seen: Any) -> str:
+    """The verdict of a claim's ``seen`` (True, False, or None / NaN for undecided)."""
+    return VERDICTS[None if seen is None or pd.isna(seen) else bool(seen)]
+
+
+def verdict_prose(claims: pd.DataFrame, *, counted: Sequence[str] = ()) -> str:
+    """Claims (``claim, seen``) grouped by verdict for a sentence: ``"seen: *a* and *b*; not
+    seen: *c*"``; the verdicts in ``counted`` (e.g. ``["not seen"]``) give their number of claims
+    instead of the list."""
+    unknown = set(counted) - set(VERDICTS.values())
+    if unknown:
+        raise ValueError(f"counted must name verdicts of {list(VERDICTS.values())}, got {sorted(unknown)}")
+    groups: dict[str, list[str]] = {verdict: [] for verdict in VERDICTS.values()}
+    for row in claims.itertuples(index=False):
+        groups[verdict_of(row.seen)].append(f"*{row.claim}*")
+    return "; ".join(
+        f"{verdict}: " + (f"{len(items)} claim{'s' if len(items) > 1 else ''}" if verdict in counted
+                          else prose_list(items))
+        for verdict, items in groups.items() if items)
+
+
 def claims_markdown(claims: pd.DataFrame) -> str:
     """A markdown list of claims (``claim, seen, evidence``): seen, not seen or undecided."""
-    verdicts = {True: "**seen**", False: "**not seen**", None: "**undecided**"}
     lines = []
     for row in claims.itertuples(index=False):
-        seen = None if row.seen is None or pd.isna(row.seen) else bool(row.seen)
-        lines.append(f"- {row.claim}: {verdicts[seen]} ({row.evidence})")
+        lines.append(f"- {row.claim}: **{verdict_of(row.seen)}** ({row.evidence})")
     return "\n".join(lines)

@@ -80,6 +80,16 @@ def test_the_robustness_claim_needs_comparable_clean_accuracy_and_seeds():
     with pytest.raises(ValueError, match="at least one other method"):
         adversarial.robustness_claims(summary[summary["method"] == "bbh"])
 
+    detection_verdicts = pd.DataFrame({"claim": ["d1", "d2", "d3", "d4"],
+                                       "seen": [False, True, False, False]})
+    text = adversarial.conclusion(summary, claims.reset_index(), detection_verdicts)
+    assert "highest first: hypergan 0.99 ± 0.00, bbh 0.71 ± 0.01 and map 0.51 ± 0.01." in text
+    assert "Clean error, lowest first: map 1.10 ± 0.10 %, bbh 1.20 ± 0.10 % and hypergan 89.00 ± 1.00 %" in text
+    assert ("most robust: seen: *keeps more accuracy than map under attack*; not seen: *keeps more "
+            "accuracy than hypergan under attack*. Against hypergan it is not seen because") in text
+    # The largest group of detection verdicts is counted, the others listed.
+    assert "Of the 4 comparisons (attack, budget, baseline) of its claim: seen: *d2*; not seen: 3 claims." in text
+
 
 def test_attack_seeds_and_their_summaries_carry_the_seed():
     trained, x, y = trained_runs()

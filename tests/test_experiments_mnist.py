@@ -218,6 +218,14 @@ def test_the_conclusion_ranks_the_tables_and_groups_the_verdicts(n_seeds):
                          mnist.estimator_claims(estimator), epochs=0)
 
 
+def test_the_prose_helpers_refuse_unknown_columns_and_verdicts():
+    summary = summary_of({"map": ("MAP", 0.9, 0.99, 0.70)})
+    with pytest.raises(ValueError, match="metric must be a column of the summary, got 'nll'"):
+        evaluation.ranking_prose(summary, "nll")
+    with pytest.raises(ValueError, match="counted must name verdicts"):
+        evaluation.verdict_prose(pd.DataFrame({"claim": ["a"], "seen": [True]}), counted=["true"])
+
+
 def test_architecture_rows_name_the_main_run_by_its_architecture():
     results = pd.DataFrame({"method": ["map", "bbh"], "label": ["MAP", "Bayes by Hypernet"],
                             "error_pct": [1.0, 2.0]})

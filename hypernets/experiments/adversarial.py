@@ -24,7 +24,15 @@ from hypernets import metrics
 from hypernets.adversarial import (ATTACKS, adversarial_curves, attack_seeds, fgsm_direction,
                                   fgsm_step)
 from hypernets.data import MNIST_PIXELS, PixelRange
-from hypernets.evaluation import equivalence_verdict, ordering_verdict, paired_auroc_verdict
+from hypernets.evaluation import (
+    equivalence_verdict,
+    ordering_verdict,
+    paired_auroc_verdict,
+    prose_list,
+    ranking_prose,
+    verdict_of,
+    verdict_prose,
+)
 from hypernets.plots import figure_legend, plot_attack_curves as plot_adversarial_curves
 from hypernets.published import compare_with_published
 from hypernets.runs import TrainedMethod
@@ -40,6 +48,7 @@ __all__ = [
     "adversarial_examples",
     "attack_seeds",
     "clean_error_comparison",
+    "conclusion",
     "detection_claims",
     "plot_adversarial_curves",
     "plot_adversarial_examples",
@@ -133,6 +142,39 @@ def robustness_claims(summary: pd.DataFrame, *, method: str = "bbh",
             row["evidence"] += " (not comparable)"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def conclusion(summary: pd.DataFrame, claims: pd.DataFrame, detection_verdicts: pd.DataFrame, *,
+               method: str = "bbh", clean_tolerance: float = CLEAN_ERROR_TOLERANCE_PP) -> str:
+    """The page's conclusion as Markdown prose, computed from its tables.
+
+    ``summary`` is the seed summary of :func:`robustness_over_seeds`, ``claims`` its
+    :func:`robustness_claims` (for ``method``, with ``clean_tolerance``) and
+    ``detection_verdicts`` the :func:`detection_claims`. The methods are ranked by the retained
+    accuracy and the clean error; the robustness verdicts name the methods whose clean error is
+    not comparable; the detection verdicts give the largest group as a count.
+    """
+    not_comparable = [
+        other for other in summary["method"] if other != method
+        and equivalence_verdict(summary, "", "clean_error_pct", method, other,
+                                tolerance=clean_tolerance)["seen"] is False]
+    labels = summary.set_index("method")["label"]
+    robustness = (
+        "**Robustness.** Accuracy retained above chance (relative to the clean accuracy, mean over "
+        f"the budgets above 0), highest first: {ranking_prose(summary, 'mean_retained_accuracy', ascending=False)}. "
+        f"Clean error, lowest first: {ranking_prose(summary, 'clean_error_pct', unit=' %')}. The paper's "
+        f"claim that {labels[method]} is the most robust: {verdict_prose(claims)}.")
+    if not_comparable:
+        robustness += (f" Against {prose_list([labels[m] for m in not_comparable])} it is not seen "
+                       f"because the clean errors are not within ± {clean_tolerance:g} percentage "
+                       "points of each other, whichever keeps more of its accuracy.")
+    paragraphs = [robustness]
+    if len(detection_verdicts):
+        groups = pd.Series([verdict_of(seen) for seen in detection_verdicts["seen"]]).value_counts()
+        paragraphs.append(
+            f"**Detection (HyperGAN).** Of the {len(detection_verdicts)} comparisons (attack, budget, "
+            f"baseline) of its claim: {verdict_prose(detection_verdicts, counted=[groups.index[0]])}.")
+    return "\n\n".join(paragraphs)
 
 
 def clean_error_comparison(curves: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,8 @@ from hypernets.evaluation import (
     classification_row,
     ordering_verdict,
     predict_probs,
-    prose_list,
+    ranking_prose,
+    verdict_prose,
 )
 from hypernets.methods.bayes_by_hypernet import BayesByHypernet, gaussian_marginal_kl_bound
 from hypernets.plots import metric_panels
@@ -213,35 +214,13 @@ def estimator_claims(summary: pd.DataFrame) -> pd.DataFrame:
 
 #: The published runs' epochs (pawni/BayesByHypernet's MNIST run scripts).
 PAPER_EPOCHS = 100
+#: ``published.csv``'s table of hypernetwork architectures.
+ARCHITECTURE_TABLE = "mnist_hypernet_architecture"
 
 
-def _value(row: pd.Series, metric: str, digits: int, unit: str) -> str:
-    sd = row[metric + SD_SUFFIX]
-    return f"{row[metric]:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}") + unit
-
-
-def _ranking(summary: pd.DataFrame, metric: str, table: str | None, *, digits: int = 2,
-             unit: str = "", ascending: bool = True) -> str:
-    """'A 0.54 ± 0.04 % (paper 0.49 %), B ...': the rows of ``summary`` ordered by ``metric``,
-    with the published value of ``table`` where it has one."""
-    paper = pd.Series(dtype=float)
-    if table is not None:
-        rows = published(table)
-        paper = rows[rows["metric"] == metric].set_index("method")["value"]
-    ordered = summary.sort_values(metric, ascending=ascending)
-    return prose_list([
-        f"{row['label']} {_value(row, metric, digits, unit)}"
-        + (f" (paper {paper[row['method']]:g}{unit})" if row["method"] in paper.index else "")
-        for _, row in ordered.iterrows()])
-
-
-def _verdicts(claims: pd.DataFrame) -> str:
-    """'seen: *a* and *b*; not seen: *c*': the claims grouped by their verdict."""
-    groups: dict[str, list[str]] = {"seen": [], "not seen": [], "undecided": []}
-    for row in claims.itertuples(index=False):
-        seen = None if row.seen is None or pd.isna(row.seen) else bool(row.seen)
-        groups[{True: "seen", False: "not seen", None: "undecided"}[seen]].append(f"*{row.claim}*")
-    return "; ".join(f"{verdict}: {prose_list(items)}" for verdict, items in groups.items() if items)
+def _paper(table: str, metric: str) -> dict[str, float]:
+    rows = published(table)
+    return rows[rows["metric"] == metric].set_index("method")["value"].to_dict()
 
 
 def conclusion(results: pd.DataFrame, claims: pd.DataFrame, architecture: pd.DataFrame,
@@ -264,25 +243,25 @@ def conclusion(results: pd.DataFrame, claims: pd.DataFrame, architecture: pd.Dat
         + (" (with one seed there is no spread and every verdict is undecided)" if n_seeds < 2 else "")
         + ", judged by the rules stated with the claims above."]
     accuracy = (f"**Accuracy.** Test error of the mean predictive, lowest first: "
-                f"{_ranking(results, 'error_pct', 'mnist', unit=' %')}.")
+                f"{ranking_prose(results, 'error_pct', paper=_paper('mnist', 'error_pct'), unit=' %')}.")
     if "bbh" in set(results["method"]):
         rank = list(results.sort_values("error_pct")["method"]).index("bbh") + 1
         accuracy += f" Bayes by Hypernet ranks {rank} of {len(results)}."
     paragraphs.append(accuracy)
     paragraphs.append(
         f"**Uncertainty on notMNIST.** Entropy AUC on the letters, lowest (most uncertain) first: "
-        f"{_ranking(results, 'entropy_auc_out', 'mnist')}. The paper's claims for Bayes by "
-        f"Hypernet: {_verdicts(claims)}.")
+        f"{ranking_prose(results, 'entropy_auc_out', paper=_paper('mnist', 'entropy_auc_out'))}. The paper's claims for Bayes by "
+        f"Hypernet: {verdict_prose(claims)}.")
     paragraphs.append(
         f"**Hypernetwork architectures.** Test error: "
-        f"{_ranking(architecture, 'error_pct', 'mnist_hypernet_architecture', unit=' %')}; "
+        f"{ranking_prose(architecture, 'error_pct', paper=_paper(ARCHITECTURE_TABLE, 'error_pct'), unit=' %')}; "
         f"entropy AUC on MNIST, highest (most confident) first: "
-        f"{_ranking(architecture, 'entropy_auc_in', 'mnist_hypernet_architecture', ascending=False)}. "
-        f"The paper's ordering: {_verdicts(architecture_verdicts)}.")
+        f"{ranking_prose(architecture, 'entropy_auc_in', paper=_paper(ARCHITECTURE_TABLE, 'entropy_auc_in'), ascending=False)}. "
+        f"The paper's ordering: {verdict_prose(architecture_verdicts)}.")
     paragraphs.append(
         f"**The KL estimator** (not in the paper). Test error: "
-        f"{_ranking(estimator, 'error_pct', None, unit=' %')}; entropy AUC on notMNIST: "
-        f"{_ranking(estimator, 'entropy_auc_out', None)}. The effect: {_verdicts(estimator_verdicts)}.")
+        f"{ranking_prose(estimator, 'error_pct', unit=' %')}; entropy AUC on notMNIST: "
+        f"{ranking_prose(estimator, 'entropy_auc_out')}. The effect: {verdict_prose(estimator_verdicts)}.")
     return "\n\n".join(paragraphs)
 
 
