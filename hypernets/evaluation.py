@@ -19,6 +19,7 @@ from hypernets.methods.base import Method
 from hypernets.runs import TrainedMethod
 from hypernets.seeding import seeded
 from hypernets.training import predict, tensor_digest
+from hypernets.validation import check_int
 
 #: The Bayesian Hypernetworks scores: table name -> key of :data:`hypernets.metrics.UNCERTAINTY_SCORES`.
 #: ``std`` is scored by the variance of the class probabilities across the sampled nets: the
@@ -328,6 +329,48 @@ def ranking_prose(summary: pd.DataFrame, metric: str, *, paper: Mapping[str, flo
         f"{row['label']} {_mean_sd(row, metric, digits, unit)}"
         + (f" (paper {paper[row['method']]:g}{unit})" if row["method"] in paper else "")
         for _, row in ordered.iterrows()])
+
+
+def paper_values(published: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Method -> published value of ``metric`` from rows of ``hypernets.published.published``."""
+    rows = published[published["metric"] == metric]
+    return dict(zip(rows["method"], rows["value"].astype(float)))
+
+
+def schedule_sentence(epochs: int, paper_epochs: int, n_seeds: int) -> str:
+    """The first sentence of a conclusion: the runs' epochs against the paper's, and the seeds."""
+    check_int("epochs", epochs, minimum=1)
+    check_int("n_seeds", n_seeds, minimum=1)
+    return (f"*Schedule*: every run trained {epochs} epochs, the paper's {paper_epochs}; each number "
+            f"is the mean ± sd over {n_seeds} training seed{'s' if n_seeds > 1 else ''}"
+            + (" (with one seed there is no spread and every verdict is undecided)" if n_seeds < 2 else "")
+            + ", judged by the rules stated with the claims above.")
+
+
+def table_paragraphs(summary: pd.DataFrame, claims: pd.DataFrame, published: pd.DataFrame, *,
+                     epochs: int, paper_epochs: int, outliers: str,
+                     method: str = "bbh") -> list[str]:
+    """The first paragraphs of a classification table's conclusion, as Markdown.
+
+    The schedule against the paper's, the methods of ``summary`` (a :func:`seed_summary`)
+    ranked by test error and by the entropy AUC on ``outliers``, each with ``published``'s
+    value (rows of ``hypernets.published.published``), and ``method``'s claims grouped by
+    verdict (:func:`accuracy_and_outlier_claims`).
+    """
+    n_seeds = int(summary["n_seeds"].min())
+    labels = summary.set_index("method")["label"]
+    accuracy = ("**Accuracy.** Test error of the mean predictive, lowest first: "
+                + ranking_prose(summary, "error_pct", paper=paper_values(published, "error_pct"),
+                                unit=" %") + ".")
+    if method in labels.index:
+        rank = list(summary.sort_values("error_pct")["method"]).index(method) + 1
+        accuracy += f" {labels[method]} ranks {rank} of {len(summary)}."
+    return [
+        schedule_sentence(epochs, paper_epochs, n_seeds),
+        accuracy,
+        f"**Uncertainty on {outliers}.** Entropy AUC there, lowest (most uncertain) first: "
+        + ranking_prose(summary, "entropy_auc_out", paper=paper_values(published, "entropy_auc_out"))
+        + f". The paper's claims for {labels.get(method, method)}: {verdict_prose(claims)}."]
 
 
 VERDICTS = {True: "seen", False: "not seen", None: "undecided"}

@@ -202,3 +202,15 @@ def test_evaluate_seeds_and_the_papers_claims():
     assert claims == {"as accurate as map": True, "as accurate as ensemble": False,
                       "less confident than map on the outlier classes, at its accuracy": True,
                       "less confident than ensemble on the outlier classes, at its accuracy": False}
+
+    attack = pd.DataFrame([{"method": m, "label": m, "seed": s, "epsilon": eps,
+                            "retained_accuracy": 1.0 if eps == 0 else r + 0.01 * s}
+                           for s in range(3) for eps in (0.0, 0.1)
+                           for m, r in (("map", 0.3), ("ensemble", 0.5), ("bbh", 0.6))])
+    text = cifar.conclusion(summary, cifar.table_claims(summary), attack, epochs=6)
+    assert f"every run trained 6 epochs, the paper's {cifar.PAPER_EPOCHS}" in text
+    assert ("lowest first: ensemble 11.10 ± 0.10 % (paper 10.18 %), map 14.10 ± 0.10 % "
+            "(paper 13.58 %) and bbh 14.30 ± 0.10 % (paper 13.62 %). bbh ranks 3 of 3.") in text
+    assert "seen: *as accurate as map* and *less confident than map on the outlier classes" in text
+    # The clean point (epsilon 0) is left out of the retained accuracy.
+    assert "highest first: bbh 0.61 ± 0.01, ensemble 0.51 ± 0.01 and map 0.31 ± 0.01." in text

@@ -456,6 +456,10 @@ def test_noise_ablation_rows_share_bbh_options_and_judge_against_the_published_n
     summary = evaluation.seed_summary(pd.DataFrame(rows), mnist.TABLE_METRICS)
     claims = mnist.noise_claims(summary)
     assert list(claims["seen"]) == [True, False]
+    text = mnist.noise_conclusion(summary, claims, epochs=10)
+    assert "**Test error**, lowest first: bbh 1.10 ± 0.10 %, bbh_noise1 1.20 ± 0.10 % and " in text
+    assert ("(8 dimensions, shared): seen: *noise 1, shared: as accurate as the published noise "
+            "(8, shared)*; not seen: *noise 64, independent:") in text
     table = mnist.with_noise_columns(summary)
     assert list(table["noise_dim"]) == [8, 1, 64] and list(table["noise"]) == ["shared", "shared", "independent"]
     with pytest.raises(ValueError, match="not runs of the noise ablation"):

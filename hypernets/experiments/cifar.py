@@ -25,8 +25,16 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import CIFAR10_PIXELS, ImageSplits, PixelRange
-from hypernets.evaluation import (accuracy_and_outlier_claims, classification_row,
-                                  entropy_ecdf_table, predict_probs)
+from hypernets.evaluation import (
+    accuracy_and_outlier_claims,
+    classification_row,
+    entropy_ecdf_table,
+    predict_probs,
+    ranking_prose,
+    seed_summary,
+    table_paragraphs,
+)
+from hypernets.published import published
 from hypernets.runs import TrainedMethod
 from hypernets.targets import TargetNet, cifar_resnet, get_target
 from hypernets.training import tensor_digest
@@ -37,6 +45,7 @@ __all__ = [
     "PADDING",
     "RandomCropFlip",
     "centre_crop",
+    "conclusion",
     "data_note",
     "evaluate_cifar5",
     "evaluate_seeds",
@@ -228,6 +237,33 @@ def table_claims(summary: pd.DataFrame, *,
     return accuracy_and_outlier_claims(summary, "bbh", BASELINES,
                                        error_tolerance=error_tolerance,
                                        outliers="the outlier classes")
+
+
+#: The published runs' epochs (pawni/BayesByHypernet's CIFAR run scripts).
+PAPER_EPOCHS = 200
+
+
+def conclusion(table: pd.DataFrame, claims: pd.DataFrame, attack: pd.DataFrame, *,
+               epochs: int) -> str:
+    """The page's conclusion as Markdown prose, computed from its tables.
+
+    ``table`` is the :func:`~hypernets.evaluation.seed_summary` of :func:`evaluate_seeds`,
+    ``claims`` its :func:`table_claims`, ``attack`` the FGSM curves of every seed
+    (:func:`hypernets.adversarial.attack_seeds`); ``epochs`` the runs' epochs. The methods are
+    ranked by error, outlier entropy AUC and accuracy retained under attack.
+    """
+    paragraphs = table_paragraphs(table, claims, published("cifar5"), epochs=epochs,
+                                  paper_epochs=PAPER_EPOCHS, outliers="the outlier classes")
+    attacked = attack[attack["epsilon"] > 0]
+    if len(attacked):
+        retained = (attacked.groupby(["method", "label", "seed"], sort=False)["retained_accuracy"]
+                    .mean().reset_index())
+        paragraphs.append(
+            "**FGSM** (not in the paper's CIFAR-5 table). Accuracy retained above chance, relative "
+            "to the clean accuracy and averaged over the budgets above 0, highest first: "
+            + ranking_prose(seed_summary(retained, ["retained_accuracy"]), "retained_accuracy",
+                            ascending=False) + ".")
+    return "\n\n".join(paragraphs)
 
 
 def plot_entropy_cdfs(ecdf: pd.DataFrame) -> plt.Figure:

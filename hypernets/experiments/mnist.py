@@ -26,8 +26,11 @@ from hypernets.evaluation import (
     equivalence_verdict,
     classification_row,
     ordering_verdict,
+    paper_values,
     predict_probs,
     ranking_prose,
+    schedule_sentence,
+    table_paragraphs,
     verdict_prose,
 )
 from hypernets.methods.bayes_by_hypernet import BayesByHypernet, gaussian_marginal_kl_bound
@@ -218,11 +221,6 @@ PAPER_EPOCHS = 100
 ARCHITECTURE_TABLE = "mnist_hypernet_architecture"
 
 
-def _paper(table: str, metric: str) -> dict[str, float]:
-    rows = published(table)
-    return rows[rows["metric"] == metric].set_index("method")["value"].to_dict()
-
-
 def conclusion(results: pd.DataFrame, claims: pd.DataFrame, architecture: pd.DataFrame,
                architecture_verdicts: pd.DataFrame, estimator: pd.DataFrame,
                estimator_verdicts: pd.DataFrame, *, epochs: int) -> str:
@@ -235,29 +233,16 @@ def conclusion(results: pd.DataFrame, claims: pd.DataFrame, architecture: pd.Dat
     paragraph ranks the rows by a column of the table, with the paper's number beside ours,
     and groups the verdicts.
     """
-    epochs = check_int("epochs", epochs, minimum=1)
-    n_seeds = int(results["n_seeds"].min())
-    paragraphs = [
-        f"*Schedule*: every run trained {epochs} epochs, the paper's {PAPER_EPOCHS}; each number "
-        f"is the mean ± sd over {n_seeds} training seed{'s' if n_seeds > 1 else ''}"
-        + (" (with one seed there is no spread and every verdict is undecided)" if n_seeds < 2 else "")
-        + ", judged by the rules stated with the claims above."]
-    accuracy = (f"**Accuracy.** Test error of the mean predictive, lowest first: "
-                f"{ranking_prose(results, 'error_pct', paper=_paper('mnist', 'error_pct'), unit=' %')}.")
-    if "bbh" in set(results["method"]):
-        rank = list(results.sort_values("error_pct")["method"]).index("bbh") + 1
-        accuracy += f" Bayes by Hypernet ranks {rank} of {len(results)}."
-    paragraphs.append(accuracy)
+    paragraphs = table_paragraphs(results, claims, published("mnist"), epochs=epochs,
+                                  paper_epochs=PAPER_EPOCHS, outliers="notMNIST")
+    paper = published(ARCHITECTURE_TABLE)
+    errors = ranking_prose(architecture, "error_pct", paper=paper_values(paper, "error_pct"), unit=" %")
+    confidence = ranking_prose(architecture, "entropy_auc_in",
+                               paper=paper_values(paper, "entropy_auc_in"), ascending=False)
     paragraphs.append(
-        f"**Uncertainty on notMNIST.** Entropy AUC on the letters, lowest (most uncertain) first: "
-        f"{ranking_prose(results, 'entropy_auc_out', paper=_paper('mnist', 'entropy_auc_out'))}. The paper's claims for Bayes by "
-        f"Hypernet: {verdict_prose(claims)}.")
-    paragraphs.append(
-        f"**Hypernetwork architectures.** Test error: "
-        f"{ranking_prose(architecture, 'error_pct', paper=_paper(ARCHITECTURE_TABLE, 'error_pct'), unit=' %')}; "
-        f"entropy AUC on MNIST, highest (most confident) first: "
-        f"{ranking_prose(architecture, 'entropy_auc_in', paper=_paper(ARCHITECTURE_TABLE, 'entropy_auc_in'), ascending=False)}. "
-        f"The paper's ordering: {verdict_prose(architecture_verdicts)}.")
+        f"**Hypernetwork architectures.** Test error: {errors}; entropy AUC on MNIST, highest "
+        f"(most confident) first: {confidence}. The paper's ordering: "
+        f"{verdict_prose(architecture_verdicts)}.")
     paragraphs.append(
         f"**The KL estimator** (not in the paper). Test error: "
         f"{ranking_prose(estimator, 'error_pct', unit=' %')}; entropy AUC on notMNIST: "
@@ -309,6 +294,18 @@ def noise_claims(summary: pd.DataFrame, *, error_tolerance: float = ERROR_TOLERA
                             "bbh", tolerance=error_tolerance)
         for name, (dim, independent) in NOISE_ROWS.items()
         if name != "bbh" and name in set(summary["method"])])
+
+
+def noise_conclusion(summary: pd.DataFrame, claims: pd.DataFrame, *, epochs: int) -> str:
+    """The noise ablation's conclusion as Markdown prose: its rows (a
+    :func:`~hypernets.evaluation.seed_summary` of :data:`NOISE_ROWS` runs) ranked by test error
+    and notMNIST entropy AUC, and the :func:`noise_claims` grouped by verdict."""
+    return "\n\n".join([
+        schedule_sentence(epochs, PAPER_EPOCHS, int(summary["n_seeds"].min())),
+        "**Test error**, lowest first: " + ranking_prose(summary, "error_pct", unit=" %")
+        + "; **entropy AUC on notMNIST**, lowest (most uncertain) first: "
+        + ranking_prose(summary, "entropy_auc_out") + ".",
+        f"**Against the published noise** (8 dimensions, shared): {verdict_prose(claims)}."])
 
 
 def plot_noise_ablation(summary: pd.DataFrame) -> plt.Figure:
