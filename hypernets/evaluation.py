@@ -341,7 +341,8 @@ def schedule_sentence(epochs: int, paper_epochs: int, n_seeds: int) -> str:
     """The first sentence of a conclusion: the runs' epochs against the paper's, and the seeds."""
     check_int("epochs", epochs, minimum=1)
     check_int("n_seeds", n_seeds, minimum=1)
-    return (f"*Schedule*: every run trained {epochs} epochs, the paper's {paper_epochs}; each number "
+    return (f"*Schedule*: every run trained {epochs} epoch{'s' if epochs > 1 else ''}, the paper's "
+            f"{paper_epochs}; each number "
             f"is the mean ± sd over {n_seeds} training seed{'s' if n_seeds > 1 else ''}"
             + (" (with one seed there is no spread and every verdict is undecided)" if n_seeds < 2 else "")
             + ", judged by the rules stated with the claims above.")

@@ -219,6 +219,9 @@ def test_the_conclusion_ranks_the_tables_and_groups_the_verdicts(n_seeds):
 
 
 def test_the_prose_helpers_refuse_unknown_columns_and_verdicts():
+    assert evaluation.schedule_sentence(1, 100, 1).startswith(
+        "*Schedule*: every run trained 1 epoch, the paper's 100; each number is the mean ± sd over "
+        "1 training seed (with one seed there is no spread")
     summary = summary_of({"map": ("MAP", 0.9, 0.99, 0.70)})
     with pytest.raises(ValueError, match="metric must be a column of the summary, got 'nll'"):
         evaluation.ranking_prose(summary, "nll")
@@ -457,7 +460,8 @@ def test_noise_ablation_rows_share_bbh_options_and_judge_against_the_published_n
     claims = mnist.noise_claims(summary)
     assert list(claims["seen"]) == [True, False]
     text = mnist.noise_conclusion(summary, claims, epochs=10)
-    assert "**Test error**, lowest first: bbh 1.10 ± 0.10 %, bbh_noise1 1.20 ± 0.10 % and " in text
+    assert ("**Test error**, lowest first: noise 8, shared (published) 1.10 ± 0.10 %, noise 1, "
+            "shared 1.20 ± 0.10 % and noise 64, independent 3.10 ± 0.10 %;") in text
     assert ("(8 dimensions, shared): seen: *noise 1, shared: as accurate as the published noise "
             "(8, shared)*; not seen: *noise 64, independent:") in text
     table = mnist.with_noise_columns(summary)

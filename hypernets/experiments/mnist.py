@@ -298,8 +298,12 @@ def noise_claims(summary: pd.DataFrame, *, error_tolerance: float = ERROR_TOLERA
 
 def noise_conclusion(summary: pd.DataFrame, claims: pd.DataFrame, *, epochs: int) -> str:
     """The noise ablation's conclusion as Markdown prose: its rows (a
-    :func:`~hypernets.evaluation.seed_summary` of :data:`NOISE_ROWS` runs) ranked by test error
-    and notMNIST entropy AUC, and the :func:`noise_claims` grouped by verdict."""
+    :func:`~hypernets.evaluation.seed_summary` of :data:`NOISE_ROWS` runs, named by their noise)
+    ranked by test error and notMNIST entropy AUC, and the :func:`noise_claims` grouped by verdict."""
+    summary = with_noise_columns(summary)
+    summary["label"] = [f"noise {dim}, {noise}" + (" (published)" if method == "bbh" else "")
+                        for method, dim, noise in zip(summary["method"], summary["noise_dim"],
+                                                      summary["noise"])]
     return "\n\n".join([
         schedule_sentence(epochs, PAPER_EPOCHS, int(summary["n_seeds"].min())),
         "**Test error**, lowest first: " + ranking_prose(summary, "error_pct", unit=" %")
