@@ -168,6 +168,14 @@ def test_claims_over_seeds_are_seen_beyond_the_spread():
     # One seed: no spread, nothing decided.
     one = dv.ablation_claims(_seeds(SEEN_DIVERSITY, SEEN_ACCURACY, n_seeds=1))
     assert one["seen"].tolist() == [None, None, None, None]
+    mi_toy_verdicts = pd.DataFrame({"claim": ["m1", "m2"], "seen": [True, None]})
+    text = dv.conclusion(dv.ablation_over_seeds(per_seed), claims, mi_toy_verdicts, epochs=3)
+    assert ("(HyperGAN on MNIST, 3 epochs, 3 training seeds; mean ± sd). Diversity of the sampled "
+            "weights after training") in text
+    assert ("highest first: full 0.201 ± 0.001, no discriminator 0.101 ± 0.001 and no mixer "
+            "0.041 ± 0.001; before training:") in text
+    assert "The paper's statements: seen: *diversity falls as training proceeds*, " in text
+    assert text.endswith("**HyperGAN-MI on the toy**: seen: *m1*; undecided: *m2*.")
 
 
 def test_claims_can_fail_and_a_head_start_at_initialisation_is_seen():

@@ -63,6 +63,14 @@ def test_summary_and_claims_over_seeds(trained):
     assert "2 seeds" in claims["evidence"].iloc[0]
     with pytest.raises(ValueError, match="data_set must be one of"):
         tables.table_claims(summary, "svhn")
+    text = tables.conclusion({"mnist": summary}, {"mnist": claims}, {"mnist": 3}, (2, 5))
+    best = summary.sort_values("accuracy_5", ascending=False).iloc[0]
+    assert (f"**MNIST** (3 epochs, the paper trains to convergence; 2 training seeds). Accuracy of "
+            f"the mean predictive of 5 sampled nets (of every net where a run has fewer), highest "
+            f"first: {best['label']} {best['accuracy_5']:.2f} ± {best['accuracy_5_sd']:.2f} %") in text
+    assert "; of single nets: " in text and "HyperGAN's claim: " in text
+    with pytest.raises(ValueError, match="summaries must be keyed by data sets"):
+        tables.conclusion({"svhn": summary}, {"svhn": claims}, {"svhn": 3}, (2, 5))
     fig = tables.plot_accuracy_by_nets({"mnist": summary, "again": summary}, (2, 5))
     assert [ax.get_title() for ax in fig.axes] == ["mnist", "again"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "5"]

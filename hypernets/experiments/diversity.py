@@ -38,7 +38,8 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.data import ToyRegression, toy_regression
 from hypernets.evaluation import (  # claims_markdown: the notebook reads the verdicts here
-    claims_markdown, equivalence_verdict, ordering_verdict, seed_summary)
+    claims_markdown, equivalence_verdict, ordering_verdict, ranking_prose, seed_summary,
+    verdict_prose)
 from hypernets.likelihoods import Gaussian
 from hypernets.methods.base import Method
 from hypernets.plots import figure_legend, metric_panels, plot_toy_data
@@ -60,6 +61,7 @@ __all__ = [
     "ablation_summary",
     "band_widths",
     "claims_markdown",
+    "conclusion",
     "diversity_by_tensor",
     "LOSS_NETS",
     "MI_TOY_METRICS",
@@ -635,6 +637,26 @@ def mi_toy_claims(per_seed: pd.DataFrame) -> pd.DataFrame:
             rows.append({"noise_std": std, **ordering_verdict(
                 summary, f"{claim} (σ = {std:g})", metric, regularised, plain, lower=lower)})
     return pd.DataFrame(rows, columns=["noise_std", "claim", "seen", "rule", "evidence"])
+
+
+def conclusion(ablation: pd.DataFrame, ablation_verdicts: pd.DataFrame,
+               mi_toy_verdicts: pd.DataFrame, *, epochs: int) -> str:
+    """The page's conclusion as Markdown prose, computed from its tables: the ablation's
+    variants (:func:`ablation_over_seeds`, trained ``epochs`` epochs) ranked by their diversity
+    at the end and before training and by accuracy, with :func:`ablation_claims`; then the
+    toy's :func:`mi_toy_claims`; the verdicts grouped."""
+    epochs = check_int("epochs", epochs, minimum=1)
+    runs = ablation.rename(columns={"variant": "method"}).assign(label=ablation["variant"])
+    n_seeds = int(runs["n_seeds"].min())
+    return "\n\n".join([
+        f"**The ablation** (HyperGAN on MNIST, {epochs} epoch{'s' if epochs > 1 else ''}, "
+        f"{n_seeds} training seed{'s' if n_seeds > 1 else ''}; mean ± sd). Diversity of the "
+        "sampled weights after training (std / mean of their L2 norms, averaged over the tensors), "
+        f"highest first: {ranking_prose(runs, 'diversity', digits=3, ascending=False)}; before "
+        f"training: {ranking_prose(runs, 'diversity_init', digits=3, ascending=False)}; test "
+        f"accuracy of the mean predictive: {ranking_prose(runs, 'accuracy', digits=3, ascending=False)}. "
+        f"The paper's statements: {verdict_prose(ablation_verdicts)}.",
+        f"**HyperGAN-MI on the toy**: {verdict_prose(mi_toy_verdicts)}."])
 
 
 def plot_mi_toy_losses(losses: pd.DataFrame) -> plt.Figure:

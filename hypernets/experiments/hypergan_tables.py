@@ -19,11 +19,18 @@ import torch
 from torch import Tensor
 
 from hypernets import metrics
-from hypernets.evaluation import SD_SUFFIX, noninferiority_verdict, predict_probs, seed_summary
+from hypernets.evaluation import (
+    SD_SUFFIX,
+    noninferiority_verdict,
+    predict_probs,
+    ranking_prose,
+    seed_summary,
+    verdict_prose,
+)
 from hypernets.plots import figure_legend
 from hypernets.runs import TrainedMethod
 from hypernets.training import tensor_digest
-from hypernets.validation import check_int_list
+from hypernets.validation import check_int, check_int_list
 
 #: HyperGAN's ensemble sizes.
 ENSEMBLE_SIZES = (5, 10, 100)
@@ -128,6 +135,37 @@ def summarise(per_seed: pd.DataFrame, sizes: Sequence[int] = ENSEMBLE_SIZES) -> 
     used = per_seed.groupby("method", sort=False)["n_nets_used"].first()
     summary.insert(3, "n_nets_used", summary["method"].map(used))
     return summary
+
+
+#: The data sets' names in prose.
+DATA_SET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
+def conclusion(summaries: Mapping[str, pd.DataFrame], claims: Mapping[str, pd.DataFrame],
+               epochs: Mapping[str, int], sizes: Sequence[int] = ENSEMBLE_SIZES) -> str:
+    """The page's conclusion as Markdown prose, computed from its tables: per data set (keys of
+    :data:`TARGETS`), the runs' epochs, the methods ranked by the accuracy of the most sampled
+    nets and of single nets (:func:`summarise` tables), and the :func:`table_claims` grouped
+    by verdict."""
+    sizes = check_int_list("ensemble_sizes", sizes, minimum=1)
+    largest = max(sizes)
+    paragraphs = []
+    for name, summary in summaries.items():
+        if name not in DATA_SET_NAMES:
+            raise ValueError(f"summaries must be keyed by data sets of {sorted(DATA_SET_NAMES)}, "
+                             f"got {name!r}")
+        n_epochs = check_int(f"epochs[{name!r}]", epochs[name], minimum=1)
+        n_seeds = int(summary["n_seeds"].min())
+        paragraphs.append(
+            f"**{DATA_SET_NAMES[name]}** ({n_epochs} epoch{'s' if n_epochs > 1 else ''}, the paper "
+            f"trains to convergence; {n_seeds} training seed{'s' if n_seeds > 1 else ''}). "
+            f"Accuracy of the mean predictive of {largest} sampled nets (of every net where a run "
+            f"has fewer), highest first: "
+            + ranking_prose(summary, accuracy_column(largest), unit=" %", ascending=False)
+            + "; of single nets: "
+            + ranking_prose(summary, "single_accuracy", unit=" %", ascending=False)
+            + f". HyperGAN's claim: {verdict_prose(claims[name])}.")
+    return "\n\n".join(paragraphs)
 
 
 def plot_accuracy_by_nets(summaries: Mapping[str, pd.DataFrame],
