@@ -30,7 +30,7 @@ from torch import Tensor
 
 from hypernets import metrics
 from hypernets.data import ImageData
-from hypernets.evaluation import ordering_verdict, seed_summary
+from hypernets.evaluation import ordering_verdict, ranking_prose, seed_summary, verdict_prose
 from hypernets.likelihoods import Categorical
 from hypernets.methods.registry import make_method, method_class, method_label
 from hypernets.plots import figure_legend
@@ -311,6 +311,28 @@ def claims(curves: pd.DataFrame, *, method: str = "bhn") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["claim", "seen", "rule", "evidence"])
 
 
+def conclusion(curves: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+    """The page's conclusion as Markdown prose, computed from its tables: per method, its
+    trajectories (acquisition and start) ranked by the mean accuracy over the run and by the
+    accuracy after the last acquisition (:func:`summary_table`, mean ± sd over the repeats),
+    then the :func:`claims` grouped by verdict."""
+    table = summary_table(curves).reset_index()
+    steps = curves["acquisition_step"]
+    first = int(curves.loc[steps == steps.min(), "n_labels"].min())
+    last = int(curves.loc[steps == steps.max(), "n_labels"].max())
+    paragraphs = [f"*Schedule*: {curves['repeat'].nunique()} repeats of every trajectory, from "
+                  f"{first} to {last} labelled images; mean ± sd over the repeats."]
+    for label, part in table.groupby("label", sort=False):
+        runs = part.assign(method=part["acquisition"] + " " + part["start"],
+                           label=part["acquisition"].str.replace("_", " ") + " (" + part["start"] + ")")
+        paragraphs.append(
+            f"**{label}**: mean accuracy over the run, highest first: "
+            f"{ranking_prose(runs, 'mean_accuracy', unit=' %', ascending=False)}; after {last} "
+            f"labels: {ranking_prose(runs, 'final_accuracy', unit=' %', ascending=False)}.")
+    paragraphs.append(f"The claims: {verdict_prose(verdicts)}.")
+    return "\n\n".join(paragraphs)
+
+
 def plot_curves(curves: pd.DataFrame) -> plt.Figure:
     """Test accuracy against the number of labels, mean ± sd over repeats: one panel per
     method, one line per acquisition (solid: warm start, dashed: cold)."""
@@ -338,5 +360,5 @@ def plot_curves(curves: pd.DataFrame) -> plt.Figure:
 
 
 __all__ = ["ACQUISITIONS", "TRAJECTORY_VERSION", "Trajectory", "acquisition_scores",
-           "area_under_curve", "claims", "initial_labels", "summary_table",
+           "area_under_curve", "claims", "conclusion", "initial_labels", "summary_table",
            "plan_trajectories", "plot_curves", "run_trajectory", "trajectories"]
