@@ -130,9 +130,9 @@ def test_claims_compare_windows_over_repeats():
     assert row["final_accuracy_sd"] == pytest.approx(1.0)
     text = al.conclusion(curves, verdicts.reset_index())
     assert text.startswith("*Schedule*: 3 repeats of every trajectory, from 20 to 70 labelled images;")
-    assert ("**BHN**: mean accuracy over the run, highest first: bald (warm) 83.53 ± 0.12 %, "
-            "bald (cold) 80.60 ± 0.20 % and random (warm) 65.33 ± 0.58 %; after 70 labels: "
-            "bald (warm) 97.00 ± 1.00 %, bald (cold) 87.00 ± 1.00 % and random (warm) 75.33 ± 0.58 %.") in text
+    assert ("**BHN**: mean accuracy over the run, highest first: BALD (warm) 83.53 ± 0.12 %, "
+            "BALD (cold) 80.60 ± 0.20 % and random (warm) 65.33 ± 0.58 %; after 70 labels: "
+            "BALD (warm) 97.00 ± 1.00 %, BALD (cold) 87.00 ± 1.00 % and random (warm) 75.33 ± 0.58 %.") in text
     assert text.endswith("The claims: seen: *bhn: BALD acquires better than random*, *bhn: warm "
                          "start hurts early (BALD)* and *bhn: warm start wins later (BALD)*.")
     fig = al.plot_curves(curves)

@@ -311,6 +311,10 @@ def claims(curves: pd.DataFrame, *, method: str = "bhn") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["claim", "seen", "rule", "evidence"])
 
 
+def _acquisition_name(acquisition: str) -> str:
+    return "BALD" if acquisition == "bald" else acquisition.replace("_", " ")
+
+
 def conclusion(curves: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     """The page's conclusion as Markdown prose, computed from its tables: per method, its
     trajectories (acquisition and start) ranked by the mean accuracy over the run and by the
@@ -324,7 +328,7 @@ def conclusion(curves: pd.DataFrame, verdicts: pd.DataFrame) -> str:
                   f"{first} to {last} labelled images; mean ± sd over the repeats."]
     for label, part in table.groupby("label", sort=False):
         runs = part.assign(method=part["acquisition"] + " " + part["start"],
-                           label=part["acquisition"].str.replace("_", " ") + " (" + part["start"] + ")")
+                           label=part["acquisition"].map(_acquisition_name) + " (" + part["start"] + ")")
         paragraphs.append(
             f"**{label}**: mean accuracy over the run, highest first: "
             f"{ranking_prose(runs, 'mean_accuracy', unit=' %', ascending=False)}; after {last} "
