@@ -385,7 +385,7 @@ def verdict_of(seen: Any) -> str:
 def verdict_prose(claims: pd.DataFrame, *, counted: Sequence[str] = ()) -> str:
     """Claims (``claim, seen``) grouped by verdict for a sentence: ``"seen: *a* and *b*; not
     seen: *c*"``; the verdicts in ``counted`` (e.g. ``["not seen"]``) give their number of claims
-    instead of the list."""
+    instead of the list; ``"none judged"`` without claims (e.g. a run without its baselines)."""
     unknown = set(counted) - set(VERDICTS.values())
     if unknown:
         raise ValueError(f"counted must name verdicts of {list(VERDICTS.values())}, got {sorted(unknown)}")
@@ -395,7 +395,7 @@ def verdict_prose(claims: pd.DataFrame, *, counted: Sequence[str] = ()) -> str:
     return "; ".join(
         f"{verdict}: " + (f"{len(items)} claim{'s' if len(items) > 1 else ''}" if verdict in counted
                           else prose_list(items))
-        for verdict, items in groups.items() if items)
+        for verdict, items in groups.items() if items) or "none judged"
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:

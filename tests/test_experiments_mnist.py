@@ -225,6 +225,7 @@ def test_the_prose_helpers_refuse_unknown_columns_and_verdicts():
     summary = summary_of({"map": ("MAP", 0.9, 0.99, 0.70)})
     with pytest.raises(ValueError, match="metric must be a column of the summary, got 'nll'"):
         evaluation.ranking_prose(summary, "nll")
+    assert evaluation.verdict_prose(pd.DataFrame(columns=["claim", "seen"])) == "none judged"
     with pytest.raises(ValueError, match="counted must name verdicts"):
         evaluation.verdict_prose(pd.DataFrame({"claim": ["a"], "seen": [True]}), counted=["true"])
 
