@@ -310,6 +310,11 @@ def prose_list(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def count_of(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: ``n`` and ``noun``, plural unless ``n`` is 1."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _mean_sd(row: pd.Series, metric: str, digits: int, unit: str) -> str:
     sd = row[metric + SD_SUFFIX]
     return f"{row[metric]:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}") + unit
@@ -341,9 +346,8 @@ def schedule_sentence(epochs: int, paper_epochs: int, n_seeds: int) -> str:
     """The first sentence of a conclusion: the runs' epochs against the paper's, and the seeds."""
     check_int("epochs", epochs, minimum=1)
     check_int("n_seeds", n_seeds, minimum=1)
-    return (f"*Schedule*: every run trained {epochs} epoch{'s' if epochs > 1 else ''}, the paper's "
-            f"{paper_epochs}; each number "
-            f"is the mean ± sd over {n_seeds} training seed{'s' if n_seeds > 1 else ''}"
+    return (f"*Schedule*: every run trained {count_of(epochs, 'epoch')}, the paper's {paper_epochs}; "
+            f"each number is the mean ± sd over {count_of(n_seeds, 'training seed')}"
             + (" (with one seed there is no spread and every verdict is undecided)" if n_seeds < 2 else "")
             + ", judged by the rules stated with the claims above.")
 
@@ -393,7 +397,7 @@ def verdict_prose(claims: pd.DataFrame, *, counted: Sequence[str] = ()) -> str:
     for row in claims.itertuples(index=False):
         groups[verdict_of(row.seen)].append(f"*{row.claim}*")
     return "; ".join(
-        f"{verdict}: " + (f"{len(items)} claim{'s' if len(items) > 1 else ''}" if verdict in counted
+        f"{verdict}: " + (count_of(len(items), "claim") if verdict in counted
                           else prose_list(items))
         for verdict, items in groups.items() if items) or "none judged"
 

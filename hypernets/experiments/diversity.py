@@ -38,8 +38,8 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.data import ToyRegression, toy_regression
 from hypernets.evaluation import (  # claims_markdown: the notebook reads the verdicts here
-    claims_markdown, equivalence_verdict, ordering_verdict, ranking_prose, seed_summary,
-    verdict_prose)
+    claims_markdown, count_of, equivalence_verdict, ordering_verdict, ranking_prose,
+    seed_summary, verdict_prose)
 from hypernets.likelihoods import Gaussian
 from hypernets.methods.base import Method
 from hypernets.plots import figure_legend, metric_panels, plot_toy_data
@@ -646,11 +646,10 @@ def conclusion(ablation: pd.DataFrame, ablation_verdicts: pd.DataFrame,
     at the end and before training and by accuracy, with :func:`ablation_claims`; then the
     toy's :func:`mi_toy_claims`; the verdicts grouped."""
     epochs = check_int("epochs", epochs, minimum=1)
-    runs = ablation.rename(columns={"variant": "method"}).assign(label=ablation["variant"])
-    n_seeds = int(runs["n_seeds"].min())
+    runs = _as_runs(ablation)
     return "\n\n".join([
-        f"**The ablation** (HyperGAN on MNIST, {epochs} epoch{'s' if epochs > 1 else ''}, "
-        f"{n_seeds} training seed{'s' if n_seeds > 1 else ''}; mean ± sd). Diversity of the "
+        f"**The ablation** (HyperGAN on MNIST, {count_of(epochs, 'epoch')}, "
+        f"{count_of(int(runs['n_seeds'].min()), 'training seed')}; mean ± sd). Diversity of the "
         "sampled weights after training (std / mean of their L2 norms, averaged over the tensors), "
         f"highest first: {ranking_prose(runs, 'diversity', digits=3, ascending=False)}; before "
         f"training: {ranking_prose(runs, 'diversity_init', digits=3, ascending=False)}; test "

@@ -21,6 +21,7 @@ from torch import Tensor
 from hypernets import metrics
 from hypernets.evaluation import (
     SD_SUFFIX,
+    count_of,
     noninferiority_verdict,
     predict_probs,
     ranking_prose,
@@ -155,10 +156,9 @@ def conclusion(summaries: Mapping[str, pd.DataFrame], claims: Mapping[str, pd.Da
             raise ValueError(f"summaries must be keyed by data sets of {sorted(DATA_SET_NAMES)}, "
                              f"got {name!r}")
         n_epochs = check_int(f"epochs[{name!r}]", epochs[name], minimum=1)
-        n_seeds = int(summary["n_seeds"].min())
         paragraphs.append(
-            f"**{DATA_SET_NAMES[name]}** ({n_epochs} epoch{'s' if n_epochs > 1 else ''}, the paper "
-            f"trains to convergence; {n_seeds} training seed{'s' if n_seeds > 1 else ''}). "
+            f"**{DATA_SET_NAMES[name]}** ({count_of(n_epochs, 'epoch')}, the paper trains to "
+            f"convergence; {count_of(int(summary['n_seeds'].min()), 'training seed')}). "
             f"Accuracy of the mean predictive of {largest} sampled nets (of every net where a run "
             f"has fewer), highest first: "
             + ranking_prose(summary, accuracy_column(largest), unit=" %", ascending=False)
