@@ -169,7 +169,7 @@ def test_estimator_claims_judge_the_per_weight_row_against_the_joint_one():
                                        ("bbh_kl_per_weight", 3.0 + 0.01 * seed, 0.71 - 0.02 * seed))]
     summary = evaluation.seed_summary(pd.DataFrame(rows), ["error_pct", "entropy_auc_out"])
     claims = mnist.estimator_claims(summary).set_index("claim")
-    assert claims.loc["per-weight estimate less accurate than the joint one", "seen"] == True
+    assert claims.loc["per-weight estimate less accurate than the joint one", "seen"] is True
     # Noisy AUCs whose interval holds 0: undecided.
     assert claims.loc["per-weight estimate less confident on notMNIST than the joint one",
                       "seen"] is None
