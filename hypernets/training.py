@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from hypernets import memory
 from hypernets.likelihoods import Categorical, check_class_labels
 from hypernets.methods.base import Method
 from hypernets.validation import (
@@ -495,7 +496,7 @@ def predict(method: Method, x: Tensor, n_samples: int, *, batch_size: int = 1000
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
     method.eval()
     device = method.device if device is None else torch.device(device)
-    with autocast(device, precision):
+    with memory.return_freed_memory(), autocast(device, precision):  # chunk sizes vary
         params = method.sample_params(n_samples)
         chunks = [method.predict(x[i:i + batch_size].to(device), n_samples, params=params).float().cpu()
                   for i in range(0, max(len(x), 1), batch_size)]  # an empty x gives [S, 0, ...]

@@ -38,3 +38,18 @@ def test_importing_hypernets_keeps_freed_memory():
     out = subprocess.run([sys.executable, "-c", probe, "x"], check=True, capture_output=True,
                          text=True).stdout
     assert int(out.split()[-1]) < 200
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_return_freed_memory_maps_large_blocks_inside_and_keeps_them_again_after():
+    probe = PROBE.replace('if sys.argv[1] == "keep":', 'import hypernets\nif False:').replace(
+        "print(min(faults_of_a_step() for _ in range(8)))",
+        "from hypernets.memory import return_freed_memory\n"
+        "with return_freed_memory():\n"
+        "    inside = min(faults_of_a_step() for _ in range(8))\n"
+        "print(inside, min(faults_of_a_step() for _ in range(8)))")
+    out = subprocess.run([sys.executable, "-c", probe, "x"], check=True, capture_output=True,
+                         text=True).stdout
+    inside, after = map(int, out.split()[-2:])
+    assert inside > 1000  # mapped and zeroed afresh, as with glibc's defaults
+    assert after < 200
