@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,8 @@ _DEFAULT_THRESHOLD = 128 * 1024
 _keeping = False
 
 
-def _libc_mallopt():
+@functools.cache
+def _glibc_tuning():
     """glibc's ``mallopt`` and ``malloc_trim``, or None where the C library lacks them."""
     if not sys.platform.startswith("linux"):
         return None
@@ -57,7 +59,7 @@ def keep_freed_memory() -> bool:
     keep their own policy).
     """
     global _keeping
-    calls = _libc_mallopt()
+    calls = _glibc_tuning()
     if calls is None:
         return False
     mallopt, _ = calls
@@ -71,7 +73,7 @@ def return_freed_memory() -> Iterator[None]:
     freed, and the free heap kept so far is given back first. Afterwards freed memory is kept
     again if it was before. A no-op where :func:`keep_freed_memory` did not take effect."""
     global _keeping
-    calls = _libc_mallopt() if _keeping else None
+    calls = _glibc_tuning() if _keeping else None
     if calls is None:
         yield
         return
